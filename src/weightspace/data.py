@@ -1,0 +1,196 @@
+"""Datasets in one canonical form: parquet splits with text_a, text_b, label (0..K-1).
+
+Sources: `hf` (datasets.load_dataset), `local` (csv, jsonl or parquet files) and
+`demo` (the offline suite committed under resources/demo).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import WeightspaceError
+from .io import write_json, write_parquet
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test")
+DEMO_DIR = Path(__file__).resolve().parents[2] / "resources" / "demo"
+
+
+def prepare_dataset(name: str, spec: dict, data_cfg: dict, out_dir, families=(), demo_dir=DEMO_DIR) -> dict:
+    """Load a dataset from its source, check it, cap it and write canonical splits + meta.json."""
+    raw, label_names = load_source(name, spec, demo_dir)
+    splits = {s: canonical_split(name, s, df, spec) for s, df in raw.items()}
+    if "train" not in splits or "test" not in splits:
+        raise WeightspaceError(f"dataset '{name}': needs a train and a test split (found: {', '.join(raw)})")
+    rng = np.random.default_rng(data_cfg["split_seed"])
+    if "validation" not in splits:
+        splits["train"], splits["validation"] = carve_validation(splits["train"], data_cfg["validation_fraction"], rng)
+    label_names = label_names or _label_values(name, spec, splits)
+    for split, df in splits.items():
+        splits[split] = encode_labels(name, split, df, label_names)
+    for split in SPLITS:
+        cap = spec.get(f"max_{split}") or data_cfg[f"max_{split}"]
+        splits[split] = subsample(splits[split], cap, rng)
+        if splits[split].empty:
+            raise WeightspaceError(f"dataset '{name}': split '{split}' is empty")
+    out_dir = Path(out_dir)
+    for split in SPLITS:
+        write_parquet(splits[split], out_dir / f"{split}.parquet")
+    test_counts = np.bincount(splits["test"]["label"], minlength=len(label_names))
+    meta = {
+        "dataset": name,
+        "source": spec["source"],
+        "families": list(families),
+        "label_names": [str(x) for x in label_names],
+        "num_labels": len(label_names),
+        "pair": bool(splits["train"]["text_b"].notna().any()),
+        "sizes": {s: len(splits[s]) for s in SPLITS},
+        "majority_test_accuracy": float(test_counts.max() / test_counts.sum()),
+    }
+    write_json(meta, out_dir / "meta.json")
+    log.info("dataset %s: %s", name, meta["sizes"])
+    return meta
+
+
+def load_source(name: str, spec: dict, demo_dir=DEMO_DIR) -> tuple[dict[str, pd.DataFrame], list | None]:
+    """Return the raw splits (canonical split name -> DataFrame) and class names if the source knows them."""
+    source = spec["source"]
+    if source == "demo":
+        return _load_demo(name, spec, Path(demo_dir)), spec.get("labels")
+    if source == "local":
+        return _load_local(name, spec), spec.get("labels")
+    if source == "hf":
+        return _load_hf(name, spec)
+    raise WeightspaceError(f"dataset '{name}': unknown source '{source}'")
+
+
+def _load_demo(name, spec, demo_dir):
+    folder = demo_dir / (spec.get("name") or name)
+    if not folder.is_dir():
+        known = sorted(p.name for p in demo_dir.iterdir() if p.is_dir()) if demo_dir.is_dir() else []
+        raise WeightspaceError(f"dataset '{name}': no demo dataset at {folder} (known: {', '.join(known)})")
+    splits = {s: pd.read_parquet(folder / f"{s}.parquet") for s in SPLITS if (folder / f"{s}.parquet").exists()}
+    return {s: df.drop(columns="text_b") if df["text_b"].isna().all() else df for s, df in splits.items()}
+
+
+def _load_local(name, spec):
+    readers = {".csv": pd.read_csv, ".jsonl": lambda p: pd.read_json(p, lines=True), ".parquet": pd.read_parquet}
+    splits = {}
+    for split, file in spec["files"].items():
+        path = Path(file)
+        if not path.exists():
+            raise WeightspaceError(f"dataset '{name}': file {path} (split {split}) not found")
+        reader = readers.get(path.suffix)
+        if reader is None:
+            raise WeightspaceError(f"dataset '{name}': {path} is not .csv, .jsonl or .parquet")
+        try:
+            splits[split] = reader(path)
+        except Exception as err:  # parse errors of any reader
+            raise WeightspaceError(f"dataset '{name}': cannot read {path} ({type(err).__name__}: {err})") from None
+    return splits
+
+
+def _load_hf(name, spec):
+    import datasets
+
+    mapping = spec.get("splits") or {"train": "train", "validation": "validation", "test": "test"}
+    kwargs = {"data_files": spec["data_files"]} if spec.get("data_files") else {}
+    try:
+        dsd = datasets.load_dataset(spec["path"], spec.get("name"), **kwargs)
+    except Exception as err:  # hub, network and builder errors all end here
+        raise WeightspaceError(
+            f"dataset '{name}': cannot load '{spec.get('path')}' ({type(err).__name__}: {str(err).splitlines()[0]})"
+        ) from None
+    splits = {}
+    for canonical, source_split in mapping.items():
+        if source_split not in dsd:
+            raise WeightspaceError(
+                f"dataset '{name}': split '{source_split}' (for {canonical}) not in {spec['path']} "
+                f"(has: {', '.join(dsd)})"
+            )
+        splits[canonical] = dsd[source_split].to_pandas()
+    feature = dsd[mapping["train"]].features.get(spec["label"])
+    names = getattr(feature, "names", None)
+    return splits, (spec.get("labels") or names)
+
+
+def canonical_split(name: str, split: str, df: pd.DataFrame, spec: dict) -> pd.DataFrame:
+    """Select and rename the text and label columns; reject missing columns and empty texts."""
+    columns = {"text_a": spec.get("text_a", "text_a"), "label": spec.get("label", "label")}
+    text_b = spec.get("text_b") or ("text_b" if spec["source"] == "demo" and "text_b" in df.columns else None)
+    if text_b:
+        columns["text_b"] = text_b
+    for role, column in columns.items():
+        if column not in df.columns:
+            raise WeightspaceError(
+                f"dataset '{name}': column '{column}' ({role}) not in split '{split}' "
+                f"(columns: {', '.join(map(str, df.columns))})"
+            )
+    if df.empty:
+        raise WeightspaceError(f"dataset '{name}': split '{split}' is empty")
+    out = pd.DataFrame({"text_a": df[columns["text_a"]].astype("string")})
+    out["text_b"] = df[columns["text_b"]].astype("string") if "text_b" in columns else pd.Series(pd.NA, index=df.index, dtype="string")
+    out["label"] = df[columns["label"]]
+    roles = ["text_a"] + (["text_b"] if "text_b" in columns else [])
+    for role in roles:
+        empty = out[role].isna() | (out[role].str.strip() == "")
+        if empty.any():
+            row = int(np.flatnonzero(empty.to_numpy())[0])
+            raise WeightspaceError(
+                f"dataset '{name}': empty text in column '{columns[role]}' of split '{split}' (row {row})"
+            )
+    return out.reset_index(drop=True)
+
+
+def _label_values(name, spec, splits) -> list:
+    values = pd.concat([df["label"] for df in splits.values()]).dropna().unique().tolist()
+    if len(values) < 2:
+        raise WeightspaceError(f"dataset '{name}': needs at least 2 label values, found {values}")
+    return sorted(values, key=lambda v: (str(type(v)), v))
+
+
+def encode_labels(name: str, split: str, df: pd.DataFrame, label_names: list) -> pd.DataFrame:
+    """Map label values to 0..K-1 in the order of `label_names`.
+
+    Integer labels with string class names are already class codes (datasets' ClassLabel).
+    """
+    labels = df["label"]
+    if pd.api.types.is_integer_dtype(labels) and all(isinstance(v, str) for v in label_names):
+        index = {i: i for i in range(len(label_names))}
+    else:
+        index = {v: i for i, v in enumerate(label_names)}
+    codes = labels.map(index)
+    if codes.isna().any():
+        bad = labels[codes.isna()].iloc[0]
+        raise WeightspaceError(
+            f"dataset '{name}': unknown label {bad!r} in split '{split}' "
+            f"(expected one of: {', '.join(map(str, index))})"
+        )
+    out = df.copy()
+    out["label"] = codes.astype("int64")
+    return out
+
+
+def carve_validation(train: pd.DataFrame, fraction: float, rng) -> tuple[pd.DataFrame, pd.DataFrame]:
+    order = rng.permutation(len(train))
+    n_val = max(1, int(round(len(train) * fraction)))
+    return train.iloc[order[n_val:]].reset_index(drop=True), train.iloc[order[:n_val]].reset_index(drop=True)
+
+
+def subsample(df: pd.DataFrame, cap: int | None, rng) -> pd.DataFrame:
+    if cap is None or len(df) <= cap:
+        return df.reset_index(drop=True)
+    keep = np.sort(rng.choice(len(df), size=cap, replace=False))
+    return df.iloc[keep].reset_index(drop=True)
+
+
+def read_split(data_dir, split: str) -> pd.DataFrame:
+    path = Path(data_dir) / f"{split}.parquet"
+    if not path.exists():
+        raise WeightspaceError(f"{path}: file not found (run the prepare_data rule)")
+    return pd.read_parquet(path)

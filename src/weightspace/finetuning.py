@@ -1,0 +1,210 @@
+"""Supervised finetuning of a sequence classifier: AdamW, linear schedule, dynamic padding.
+
+One loop serves full finetuning and parameter-efficient methods: `trainable` picks the
+parameters that are updated, everything else stays bit-identical.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pandas as pd
+import torch
+from transformers import DataCollatorWithPadding, get_linear_schedule_with_warmup
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    train_examples: int
+    train_tokens: int
+    wall_seconds: float
+    log_steps: list[int] = field(default_factory=list)
+    log_losses: list[float] = field(default_factory=list)
+
+    @property
+    def examples_per_second(self) -> float:
+        return self.train_examples / max(self.wall_seconds, 1e-9)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.train_tokens / max(self.wall_seconds, 1e-9)
+
+
+def encode(df: pd.DataFrame, tokenizer, max_length: int) -> list[dict]:
+    """Tokenize a canonical split into per-example features (padding happens per batch)."""
+    texts_a = df["text_a"].tolist()
+    texts_b = None if df["text_b"].isna().all() else df["text_b"].tolist()
+    enc = tokenizer(texts_a, texts_b, truncation=True, max_length=max_length)
+    labels = df["label"].tolist()
+    return [{**{k: enc[k][i] for k in enc.keys()}, "labels": labels[i]} for i in range(len(df))]
+
+
+def batches(features: list[dict], batch_size: int, collate, generator: torch.Generator | None = None):
+    order = torch.randperm(len(features), generator=generator).tolist() if generator else range(len(features))
+    order = list(order)
+    for start in range(0, len(order), batch_size):
+        yield collate([features[i] for i in order[start : start + batch_size]])
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA, plain fp32 on the CPU."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+
+
+def train(
+    model,
+    features: list[dict],
+    tokenizer,
+    cfg: dict,
+    seed: int,
+    device: torch.device,
+    trainable: Callable[[str], bool] | None = None,
+) -> TrainResult:
+    """Train in place; `cfg` holds lr, batch_size, epochs, max_steps, warmup_ratio, ... (config `finetune`)."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    model.to(device).train()
+    params = []
+    for name, p in model.named_parameters():
+        p.requires_grad_(trainable is None or trainable(name))
+        if p.requires_grad:
+            params.append((name, p))
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "LayerNorm.bias")
+    groups = [
+        {"params": [p for n, p in params if not n.endswith(no_decay)], "weight_decay": cfg["weight_decay"]},
+        {"params": [p for n, p in params if n.endswith(no_decay)], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(
+        [g for g in groups if g["params"]], lr=cfg["lr"], betas=tuple(cfg["adam_betas"]), eps=cfg["adam_eps"]
+    )
+    steps_per_epoch = math.ceil(len(features) / cfg["batch_size"])
+    total = math.ceil(steps_per_epoch * cfg["epochs"])
+    if cfg.get("max_steps"):
+        total = min(total, cfg["max_steps"])
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg["warmup_ratio"] * total), total)
+    collate = DataCollatorWithPadding(tokenizer, return_tensors="pt")
+    generator = torch.Generator().manual_seed(seed)
+    progress = Progress(total, cfg["log_every"])
+    result = TrainResult(0, 0, 0, 0.0)
+    start = time.perf_counter()
+    while result.steps < total:
+        for batch in batches(features, cfg["batch_size"], collate, generator):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            with autocast(device):
+                loss = model(**batch).loss
+            loss.backward()
+            if cfg.get("max_grad_norm"):
+                torch.nn.utils.clip_grad_norm_([p for _, p in params], cfg["max_grad_norm"])
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            result.steps += 1
+            result.train_examples += batch["labels"].shape[0]
+            result.train_tokens += int(batch["attention_mask"].sum())
+            if progress.due(result.steps):
+                result.log_steps.append(result.steps)
+                result.log_losses.append(loss.item())
+                progress.report(result, result.log_losses[-1], time.perf_counter() - start)
+            if result.steps >= total:
+                break
+    result.wall_seconds = time.perf_counter() - start
+    return result
+
+
+@torch.no_grad()
+def evaluate(model, features: list[dict], tokenizer, batch_size: int, device: torch.device) -> dict:
+    """Accuracy and mean cross-entropy on labelled features."""
+    model.to(device).eval()
+    collate = DataCollatorWithPadding(tokenizer, return_tensors="pt")
+    correct, loss_sum, n = 0, 0.0, 0
+    for batch in batches(features, batch_size, collate):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with autocast(device):
+            logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits.float()
+        loss_sum += float(torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="sum"))
+        correct += int((logits.argmax(-1) == batch["labels"]).sum())
+        n += batch["labels"].shape[0]
+    return {"accuracy": correct / n, "loss": loss_sum / n, "n": n}
+
+
+class Progress:
+    """Logs step, loss, examples/s and ETA every `every` steps (and at the last step)."""
+
+    def __init__(self, total: int, every: int):
+        self.total, self.every = total, every
+
+    def due(self, step: int) -> bool:
+        return step % self.every == 0 or step == self.total
+
+    def report(self, result: TrainResult, loss: float, elapsed: float) -> None:
+        rate = result.steps / max(elapsed, 1e-9)
+        eta = (self.total - result.steps) / max(rate, 1e-9)
+        log.info(
+            "step %d/%d  loss %.4f  %.1f examples/s  %.0f tokens/s  elapsed %s  ETA %s",
+            result.steps, self.total, loss, result.train_examples / max(elapsed, 1e-9),
+            result.train_tokens / max(elapsed, 1e-9), _hms(elapsed), _hms(eta),
+        )
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def finetune(data_dir, base_dir, out_dir, metrics_path, dataset: str, seed: int, cfg: dict,
+             device: torch.device, trust_remote_code: bool = False) -> dict:
+    """Finetune the base model on one prepared dataset with one seed; write weights and metrics."""
+    from pathlib import Path
+
+    from .data import read_split
+    from .io import read_json, write_parquet
+    from .models import load_classifier, load_tokenizer, save_model_dir
+    from .seeding import run_seed, seed_everything
+
+    meta = read_json(Path(data_dir) / "meta.json")
+    torch_seed = run_seed(dataset, seed, cfg["seed_mode"])
+    seed_everything(torch_seed)
+    tokenizer = load_tokenizer(base_dir)
+    model = load_classifier(base_dir, meta["num_labels"], trust_remote_code)
+    train_features = encode(read_split(data_dir, "train"), tokenizer, cfg["max_length"])
+    test_features = encode(read_split(data_dir, "test"), tokenizer, cfg["max_length"])
+    log.info("finetune %s seed %d (torch seed %d) on %d examples, device %s",
+             dataset, seed, torch_seed, len(train_features), device)
+    result = train(model, train_features, tokenizer, cfg, torch_seed, device)
+    scores = evaluate(model, test_features, tokenizer, cfg["eval_batch_size"], device)
+    log.info("test accuracy %.4f  loss %.4f  (%d examples)", scores["accuracy"], scores["loss"], scores["n"])
+    save_model_dir(model.cpu(), out_dir)
+    row = {
+        "dataset": dataset,
+        "seed": seed,
+        "torch_seed": torch_seed,
+        "num_labels": meta["num_labels"],
+        "train_size": len(train_features),
+        "test_size": scores["n"],
+        "test_accuracy": scores["accuracy"],
+        "test_loss": scores["loss"],
+        "majority_test_accuracy": meta["majority_test_accuracy"],
+        "steps": result.steps,
+        "examples_per_second": result.examples_per_second,
+        "tokens_per_second": result.tokens_per_second,
+        "wall_seconds": result.wall_seconds,
+        "device": _device_name(device),
+        "log_step": result.log_steps,
+        "log_train_loss": result.log_losses,
+    }
+    write_parquet(pd.DataFrame([row]), metrics_path)
+    return row
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads)"

@@ -1,0 +1,13 @@
+rule prepare_data:
+    output:
+        **data_files("{dataset}"),
+    params:
+        spec=lambda w: config["datasets"][w.dataset],
+        data=config["data"],
+        families=lambda w: families_of(config, w.dataset),
+        demo_dir=str(DEMO_DIR),
+    log:
+        "logs/prepare_data/{dataset}.log",
+    localrule: True
+    script:
+        "../scripts/prepare_data.py"
