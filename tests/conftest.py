@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
 
 POSITIVE = "good great fine lovely superb happy".split()
 NEGATIVE = "bad awful poor terrible sad ugly".split()
@@ -95,7 +97,7 @@ def tiny_config(tmp: Path) -> dict:
         "datasets": make_tiny_datasets(tmp / "data"),
         "families": {"sentiment": ["tiny_sent"], "topic": ["tiny_topic", "tiny_pair"]},
         "data": {"max_test": 40},
-        "finetune": {"seeds": [1, 2], "lr": 2e-3, "batch_size": 16, "eval_batch_size": 64, "epochs": 3,
+        "finetune": {"seeds": [1, 2], "lr": 3e-3, "batch_size": 16, "eval_batch_size": 64, "epochs": 10,
                      "max_length": 32, "log_every": 5, "warmup_ratio": 0.1},
     }
 
@@ -104,6 +106,16 @@ def tiny_config(tmp: Path) -> dict:
 def tiny_workspace(tmp_path_factory) -> tuple[Path, dict]:
     tmp = tmp_path_factory.mktemp("tiny")
     return tmp, tiny_config(tmp)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_workspace) -> tuple[Path, dict]:
+    """The whole workflow (every experiment the tiny config enables) run once for the session."""
+    tmp, config = tiny_workspace
+    workdir = tmp / "run"
+    workdir.mkdir(exist_ok=True)
+    run_snakemake(workdir, config)
+    return workdir, config
 
 
 def run_snakemake(workdir: Path, config: dict, *args: str, check=True) -> subprocess.CompletedProcess:
