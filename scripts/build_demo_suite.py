@@ -55,6 +55,7 @@ N_TRAIN = 2000
 N_TEST = 400
 MAX_RATIO = 1.5  # largest class at most 1.5x the smallest (= 60% for binary)
 TEST_FRAC = 0.2  # share of groups (synsets, chapters, documents) held out
+OVERSAMPLE = 1.1  # pair tasks: candidates drawn before the final filters
 
 REBUILD_CMD = "python scripts/build_demo_suite.py --out resources/demo"
 
@@ -262,8 +263,10 @@ def split_single(records, name, group_key=None):
     return to_df(train), to_df(test), len(clean)
 
 
-def finalize_pairs(train_rows, test_rows):
-    """Drop duplicate pairs, a==b pairs, and test rows sharing any text with train."""
+def finalize_pairs(train_rows, test_rows, rng):
+    """Drop duplicate pairs, a==b pairs, and test rows sharing any text with
+    train; then draw the final balanced N_TRAIN / N_TEST rows (the callers
+    oversample by OVERSAMPLE so that the filters rarely cost rows)."""
     def dedupe(rows):
         seen, out = set(), []
         for r in rows:
@@ -276,6 +279,8 @@ def finalize_pairs(train_rows, test_rows):
     train_rows, test_rows = dedupe(train_rows), dedupe(test_rows)
     train_texts = {t for r in train_rows for t in (r["text_a"], r["text_b"])}
     test_rows = [r for r in test_rows if r["text_a"] not in train_texts and r["text_b"] not in train_texts]
+    train_rows = sample_balanced(train_rows, N_TRAIN, rng)
+    test_rows = sample_balanced(test_rows, N_TEST, rng)
     cols = lambda rs: pd.DataFrame({k: [r[k] for r in rs] for k in ("text_a", "text_b", "label")})
     return cols(train_rows), cols(test_rows)
 
@@ -441,10 +446,10 @@ def build_wordnet_wic(syn, name, wndir):
                         a, b = b, a
                     rows[sd].append({"text_a": a, "text_b": b, "label": lab, "lemma": lem[0]})
     rng = rng_for(name, "sample")
-    train = sample_balanced(rows["train"], N_TRAIN, rng)
-    test = sample_balanced(rows["test"], N_TEST, rng)
+    train = sample_balanced(rows["train"], int(N_TRAIN * OVERSAMPLE), rng)
+    test = sample_balanced(rows["test"], int(N_TEST * OVERSAMPLE), rng)
     n_cands = len(rows["train"]) + len(rows["test"])
-    tr, te = finalize_pairs(train, test)
+    tr, te = finalize_pairs(train, test, rng)
     return tr, te, n_cands
 
 
@@ -484,7 +489,7 @@ def build_wordnet_relation(syn, name):
     rng = rng_for(name, "pairs")
     out = {}
     n_cands = 0
-    for sd, n in (("train", N_TRAIN), ("test", N_TEST)):
+    for sd, n in (("train", int(N_TRAIN * OVERSAMPLE)), ("test", int(N_TEST * OVERSAMPLE))):
         a_c = [p for p in sorted(ant) if side[p[0]] == sd]
         h_c = [p for p in hyp if side[p[0]] == sd and side[p[1]] == sd]
         n_cands += len(a_c) + len(h_c)
@@ -522,7 +527,7 @@ def build_wordnet_relation(syn, name):
             rows.append((a, b, "unrelated"))
         rng.shuffle(rows)
         out[sd] = [{"text_a": gloss(a), "text_b": gloss(b), "label": lab} for a, b, lab in rows]
-    tr, te = finalize_pairs(out["train"], out["test"])
+    tr, te = finalize_pairs(out["train"], out["test"], rng)
     return tr, te, n_cands
 
 
@@ -635,13 +640,13 @@ def build_bible(paths, name):
     rng = rng_for(name, "pairs")
     out = {}
     n_cands = 0
-    for sd, n in (("train", N_TRAIN), ("test", N_TEST)):
+    for sd, n in (("train", int(N_TRAIN * OVERSAMPLE)), ("test", int(N_TEST * OVERSAMPLE))):
         elig = []  # (chapter, verse index)
         for ch in sorted(chapters):
             if side[ch] != sd:
                 continue
             for i, (_, k, w) in enumerate(chapters[ch]):
-                if (6 <= nwords(k) <= 40 and 6 <= nwords(w) <= 40 and kjv_count[k] == 1
+                if (k != w and 6 <= nwords(k) <= 40 and 6 <= nwords(w) <= 40 and kjv_count[k] == 1
                         and web_count[w] == 1 and 2 / 3 <= nwords(k) / nwords(w) <= 1.5):
                     elig.append((ch, i))
         n_cands += len(elig)
@@ -677,7 +682,7 @@ def build_bible(paths, name):
             neg += 1
         rng.shuffle(rows)
         out[sd] = rows
-    tr, te = finalize_pairs(out["train"], out["test"])
+    tr, te = finalize_pairs(out["train"], out["test"], rng)
     return tr, te, n_cands
 
 

@@ -6,6 +6,7 @@ Every problem is reported as one line naming the key and what was expected.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import jsonschema
@@ -42,7 +43,8 @@ def _describe(error: jsonschema.ValidationError) -> str:
     key = ".".join(str(p) for p in error.absolute_path) or "<top level>"
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
-        extra = sorted(set(error.instance) - set(allowed))
+        patterns = error.schema.get("patternProperties", {})
+        extra = sorted(k for k in set(error.instance) - set(allowed) if not any(re.search(p, k) for p in patterns))
         return f"unknown key '{_join(key, extra[0])}' (expected one of: {', '.join(allowed)})"
     if error.validator == "required":
         missing = [r for r in error.validator_value if r not in error.instance][0]

@@ -25,11 +25,14 @@ def prepare_dataset(name: str, spec: dict, data_cfg: dict, out_dir, families=(),
     """Load a dataset from its source, check it, cap it and write canonical splits + meta.json."""
     raw, label_names = load_source(name, spec, demo_dir)
     splits = {s: canonical_split(name, s, df, spec) for s, df in raw.items()}
-    if "train" not in splits or "test" not in splits:
-        raise WeightspaceError(f"dataset '{name}': needs a train and a test split (found: {', '.join(raw)})")
+    if "train" not in splits:
+        raise WeightspaceError(f"dataset '{name}': needs a train split (found: {', '.join(raw)})")
     rng = np.random.default_rng(data_cfg["split_seed"])
+    if "test" not in splits:
+        log.info("dataset %s: no test split, carving %.0f%% of train", name, 100 * data_cfg["test_fraction"])
+        splits["train"], splits["test"] = carve(splits["train"], data_cfg["test_fraction"], rng)
     if "validation" not in splits:
-        splits["train"], splits["validation"] = carve_validation(splits["train"], data_cfg["validation_fraction"], rng)
+        splits["train"], splits["validation"] = carve(splits["train"], data_cfg["validation_fraction"], rng)
     label_names = label_names or _label_values(name, spec, splits)
     for split, df in splits.items():
         splits[split] = encode_labels(name, split, df, label_names)
@@ -126,25 +129,40 @@ def canonical_split(name: str, split: str, df: pd.DataFrame, spec: dict) -> pd.D
     if text_b:
         columns["text_b"] = text_b
     for role, column in columns.items():
-        if column not in df.columns:
-            raise WeightspaceError(
-                f"dataset '{name}': column '{column}' ({role}) not in split '{split}' "
-                f"(columns: {', '.join(map(str, df.columns))})"
-            )
+        for col in _as_list(column):
+            if col not in df.columns:
+                raise WeightspaceError(
+                    f"dataset '{name}': column '{col}' ({role}) not in split '{split}' "
+                    f"(columns: {', '.join(map(str, df.columns))})"
+                )
     if df.empty:
         raise WeightspaceError(f"dataset '{name}': split '{split}' is empty")
-    out = pd.DataFrame({"text_a": df[columns["text_a"]].astype("string")})
-    out["text_b"] = df[columns["text_b"]].astype("string") if "text_b" in columns else pd.Series(pd.NA, index=df.index, dtype="string")
-    out["label"] = df[columns["label"]]
-    roles = ["text_a"] + (["text_b"] if "text_b" in columns else [])
-    for role in roles:
+    out = pd.DataFrame(index=df.index)
+    for role in ("text_a", "text_b"):
+        if role not in columns:
+            out[role] = pd.Series(pd.NA, index=df.index, dtype="string")
+            continue
+        out[role] = _joined_text(df, _as_list(columns[role]))
         empty = out[role].isna() | (out[role].str.strip() == "")
         if empty.any():
             row = int(np.flatnonzero(empty.to_numpy())[0])
             raise WeightspaceError(
                 f"dataset '{name}': empty text in column '{columns[role]}' of split '{split}' (row {row})"
             )
+    out["label"] = df[columns["label"]]
     return out.reset_index(drop=True)
+
+
+def _as_list(column) -> list[str]:
+    return [column] if isinstance(column, str) else list(column)
+
+
+def _joined_text(df: pd.DataFrame, columns: list[str]) -> pd.Series:
+    """One text column, or several joined with a space (e.g. MultiRC's question and answer)."""
+    text = df[columns[0]].astype("string")
+    for col in columns[1:]:
+        text = text.str.cat(df[col].astype("string"), sep=" ", na_rep="")
+    return text.str.strip()
 
 
 def _label_values(name, spec, splits) -> list:
@@ -176,7 +194,7 @@ def encode_labels(name: str, split: str, df: pd.DataFrame, label_names: list) ->
     return out
 
 
-def carve_validation(train: pd.DataFrame, fraction: float, rng) -> tuple[pd.DataFrame, pd.DataFrame]:
+def carve(train: pd.DataFrame, fraction: float, rng) -> tuple[pd.DataFrame, pd.DataFrame]:
     order = rng.permutation(len(train))
     n_val = max(1, int(round(len(train) * fraction)))
     return train.iloc[order[n_val:]].reset_index(drop=True), train.iloc[order[:n_val]].reset_index(drop=True)

@@ -42,21 +42,18 @@ def save_base_model(name: str, spec: dict, out_dir, trust_remote_code: bool = Fa
     """Write the base encoder (no task head) as safetensors + config + tokenizer into out_dir."""
     location = base_model_location(name, spec)
     kwargs = {"revision": spec["revision"]} if spec.get("revision") else {}
+    _check_safetensors(location)
     tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code, **kwargs)
     model = AutoModel.from_pretrained(
-        location, trust_remote_code=trust_remote_code, use_safetensors=_has_safetensors(location), **kwargs
+        location, trust_remote_code=trust_remote_code, use_safetensors=True, **kwargs
     )
     save_model_dir(model, out_dir, tokenizer)
 
 
-def _has_safetensors(location: str) -> bool | None:
-    """True for a local folder with safetensors; None (prefer safetensors) for hub ids."""
+def _check_safetensors(location: str) -> None:
     folder = Path(location)
-    if folder.is_dir():
-        if not any(folder.glob("*.safetensors")):
-            raise WeightspaceError(f"{folder}: no .safetensors weights (pickled checkpoints are not loaded)")
-        return True
-    return None
+    if folder.is_dir() and not any(folder.glob("*.safetensors")):
+        raise WeightspaceError(f"{folder}: no .safetensors weights (pickled checkpoints are not loaded)")
 
 
 def save_model_dir(model, out_dir, tokenizer=None) -> None:

@@ -1,3 +1,4 @@
+import os
 import re
 import sys
 from pathlib import Path
@@ -17,6 +18,12 @@ try:
     )
 except WeightspaceError as err:
     sys.exit(f"error: {err}")
+
+if not any(
+    spec["source"] == "hf" for spec in [*config["datasets"].values(), *config["models"].values()]
+):
+    # Nothing in this config comes from a hub: make sure no library reaches for one.
+    os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
 
 DATASETS = sorted(config["datasets"])
 SEEDS = config["finetune"]["seeds"]

@@ -1,0 +1,93 @@
+import pandas as pd
+import pytest
+import torch
+
+from conftest import make_tiny_datasets, make_tiny_roberta
+from weightspace.config import validated_config
+from weightspace.data import prepare_dataset
+from weightspace.io import load_tensors, save_tensors, tensor_names
+from weightspace.errors import WeightspaceError
+from weightspace.finetuning import finetune
+from weightspace.models import encoder_key_map, load_encoder, save_base_model
+from weightspace.seeding import run_seed
+
+from test_config import MINIMAL, SCHEMA
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ft")
+    base = tmp / "base"
+    save_base_model("tiny", {"source": "local", "path": str(make_tiny_roberta(tmp / "src"))}, base)
+    specs = make_tiny_datasets(tmp / "raw")
+    cfg = validated_config(MINIMAL, SCHEMA)
+    prepare_dataset("tiny_sent", specs["tiny_sent"], cfg["data"], tmp / "data")
+    ft = {**cfg["finetune"], "lr": 3e-3, "batch_size": 16, "epochs": 4, "max_length": 32, "log_every": 3}
+    return tmp, base, ft
+
+
+def _run(setup, name, seed=1, **override):
+    tmp, base, ft = setup
+    out = tmp / name
+    row = finetune(tmp / "data", base, out, out / "metrics.parquet", "tiny_sent", seed, {**ft, **override},
+                   torch.device("cpu"))
+    return out, row
+
+
+def test_same_seed_gives_bit_identical_weights(setup):
+    a, row = _run(setup, "a")
+    b, _ = _run(setup, "b")
+    wa, wb = load_tensors(a / "model.safetensors"), load_tensors(b / "model.safetensors")
+    assert wa.keys() == wb.keys()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    c, _ = _run(setup, "c", seed=2)
+    wc = load_tensors(c / "model.safetensors")
+    assert not torch.equal(wa["classifier.out_proj.weight"], wc["classifier.out_proj.weight"])
+
+
+def test_finetune_learns_and_records_metrics(setup):
+    out, row = _run(setup, "m", epochs=10)
+    assert row["test_accuracy"] > 0.9 > row["majority_test_accuracy"]
+    metrics = pd.read_parquet(out / "metrics.parquet").iloc[0]
+    assert metrics["torch_seed"] == run_seed("tiny_sent", 1) != 1
+    assert metrics["steps"] == 90 and list(metrics["log_step"])[:2] == [3, 6]
+    assert metrics["examples_per_second"] > 0 and metrics["device"].startswith("cpu")
+    assert not list(out.glob(".*")), "no temporary files left behind"
+
+
+def test_plain_seed_mode(setup):
+    _, row = _run(setup, "p", seed=7, seed_mode="plain", max_steps=2)
+    assert row["torch_seed"] == 7 and row["steps"] == 2
+
+
+def test_encoder_moves_and_maps_onto_the_base(setup):
+    tmp, base, _ = setup
+    out, _ = _run(setup, "a")
+    pre_names = tensor_names(base / "model.safetensors")
+    key_map = encoder_key_map(tensor_names(out / "model.safetensors"), pre_names)
+    assert key_map["embeddings.word_embeddings.weight"] == "roberta.embeddings.word_embeddings.weight"
+    assert key_map["pooler.dense.weight"] is None  # RoBERTa's classifier does not use the pooler
+    assert not any(v and v.startswith("classifier") for v in key_map.values())
+    pre = load_tensors(base / "model.safetensors", ["encoder.layer.0.attention.self.query.weight"])
+    ft = load_tensors(out / "model.safetensors", ["roberta.encoder.layer.0.attention.self.query.weight"])
+    assert not torch.equal(*pre.values(), *ft.values())
+    encoder = load_encoder(out)  # the head is dropped, the finetuned encoder is read
+    assert torch.equal(encoder.encoder.layer[0].attention.self.query.weight, *ft.values())
+
+
+def test_safetensors_round_trip(tmp_path):
+    tensors = {"a": torch.randn(3, 4), "b": torch.arange(5, dtype=torch.int64), "c": torch.randn(2).to(torch.bfloat16)}
+    save_tensors(tensors, tmp_path / "x.safetensors", metadata={"k": "v"})
+    back = load_tensors(tmp_path / "x.safetensors")
+    assert all(torch.equal(tensors[k], back[k]) and tensors[k].dtype == back[k].dtype for k in tensors)
+    assert load_tensors(tmp_path / "x.safetensors", ["b"]).keys() == {"b"}
+    assert [p.name for p in tmp_path.iterdir()] == ["x.safetensors"]
+
+
+def test_pickled_weights_are_refused(tmp_path):
+    torch.save({"a": torch.zeros(1)}, tmp_path / "model.bin")
+    with pytest.raises(WeightspaceError, match="only read from .safetensors"):
+        load_tensors(tmp_path / "model.bin")
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(WeightspaceError, match="no .safetensors weights"):
+        save_base_model("m", {"source": "local", "path": str(tmp_path)}, tmp_path / "out")
