@@ -1,12 +1,13 @@
 # make demo: set up .venv and run the offline demo end to end.
 # make test: set up .venv and run the whole test suite.
+# make test-slurm: start a local one-node SLURM (root, Debian) and run the workflow on it.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CORES ?= 2
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup demo test test-slurm bench lint clean
 
 setup: $(STAMP)
 
@@ -23,6 +24,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# scripts/slurm/start.sh installs and starts the cluster (idempotent); it is stopped afterwards
+# unless KEEP_SLURM=1. The timeout bounds the whole run: a stuck status query cannot hang CI.
+test-slurm: $(STAMP)
+	scripts/slurm/start.sh
+	WEIGHTSPACE_SLURM_TESTS=1 timeout -k 30 2400 $(BIN)/python -m pytest -q -rs tests/slurm; \
+	rc=$$?; [ -n "$(KEEP_SLURM)" ] || scripts/slurm/stop.sh; exit $$rc
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

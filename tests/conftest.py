@@ -69,8 +69,8 @@ def make_tiny_datasets(folder: Path, n_train=160, n_test=48, seed=0) -> dict[str
     }
 
 
-def make_tiny_roberta(folder: Path) -> Path:
-    """A 2-layer RoBERTa (random weights) and a word-level tokenizer trained on the tiny vocabulary."""
+def make_tiny_roberta(folder: Path, seed: int = 0) -> Path:
+    """A 2-layer RoBERTa (random weights from `seed`) and a word-level tokenizer trained on the tiny vocabulary."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast, RobertaConfig, RobertaModel
@@ -84,7 +84,7 @@ def make_tiny_roberta(folder: Path) -> Path:
                                         pad_token="<pad>", mask_token="<mask>", cls_token="<s>", sep_token="</s>")
     config = RobertaConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                            intermediate_size=64, max_position_embeddings=72, type_vocab_size=1, pad_token_id=1)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     RobertaModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
@@ -99,6 +99,25 @@ def tiny_config(tmp: Path) -> dict:
         "data": {"max_test": 40},
         "finetune": {"seeds": [1, 2], "lr": 3e-3, "batch_size": 16, "eval_batch_size": 64, "epochs": 10,
                      "max_length": 32, "log_every": 5, "warmup_ratio": 0.1},
+        # issue 5: BitFit from the pretrained model, the leave-one-out centroid and TIES, full and 40-shot
+        "centroid": {"group": None, "targets": ["tiny_topic"], "starts": ["pretrained", "centroid", "ties"],
+                     "shots": ["full", 40], "seeds": [1], "train": {"lr": 1e-2, "epochs": 10}},
+        # issue 3: task-vector similarity of the grid's models, clustered by dataset and by family
+        "geometry": {"experiments": {"tiny": {"families": ["sentiment", "topic"], "group_by": ["dataset", "family"]}}},
+        # issue 4: the region - probes, lines (alphas -1, 0, 0.5, 1, 2), hull, exterior, PB, leaving the centroid
+        "region": {
+            "probe": {"max_train": 100, "batch_size": 64}, "threads": 1,
+            "interpolation": [0, 0.5, 1], "extrapolation": {"steps": 2, "max": 2},
+            "radii": [2], "random_directions": 1,
+            "granularities": {
+                "same_dataset": {"in": ["tiny_sent"], "ex": ["tiny_topic", "tiny_pair"], "ex_seeds": [1],
+                                 "pairs": [["tiny_sent", "tiny_sent"]]},
+                "same_task": {"in": ["tiny_topic", "tiny_pair"], "ex": ["tiny_sent"], "seeds": [1],
+                              "pairs": [["tiny_topic", "tiny_pair"]], "extrapolate": False, "leave": False},
+                "general": {"in": ["tiny_sent", "tiny_topic", "tiny_pair"], "ex": "random", "ex_random": 2,
+                            "seeds": [1], "hull_samples": 2, "leave": False},
+            },
+        },
     }
 
 

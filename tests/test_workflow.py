@@ -47,7 +47,7 @@ def test_bad_dataset_fails_with_one_line(tiny_run, tmp_path):
 
 
 @pytest.mark.parametrize("configfile, rule_counts", [
-    ("config/config.yaml", {"finetune": 165, "prepare_data": 33}),
+    ("config/config.yaml", {"finetune": 345, "prepare_data": 33}),
     ("config/demo.yaml", {"finetune": 30, "prepare_data": 10}),
 ])
 def test_dry_run_lists_the_grid(tmp_path, configfile, rule_counts):

@@ -160,8 +160,11 @@ def _hms(seconds: float) -> str:
 
 
 def finetune(data_dir, base_dir, out_dir, metrics_path, dataset: str, seed: int, cfg: dict,
-             device: torch.device, trust_remote_code: bool = False) -> dict:
-    """Finetune the base model on one prepared dataset with one seed; write weights and metrics."""
+             device: torch.device, trust_remote_code: bool = False, max_train: int | None = None) -> dict:
+    """Finetune the base model on one prepared dataset with one seed; write weights and metrics.
+
+    `max_train` trains on a subsample of that many examples (see nested_subsample).
+    """
     from pathlib import Path
 
     from .data import read_split
@@ -174,7 +177,12 @@ def finetune(data_dir, base_dir, out_dir, metrics_path, dataset: str, seed: int,
     seed_everything(torch_seed)
     tokenizer = load_tokenizer(base_dir)
     model = load_classifier(base_dir, meta["num_labels"], trust_remote_code)
-    train_features = encode(read_split(data_dir, "train"), tokenizer, cfg["max_length"])
+    train_split = read_split(data_dir, "train")
+    if max_train is not None:
+        if max_train > len(train_split):
+            log.warning("max_train %d: %s has only %d training examples, all used", max_train, dataset, len(train_split))
+        train_split = nested_subsample(train_split, max_train)
+    train_features = encode(train_split, tokenizer, cfg["max_length"])
     test_features = encode(read_split(data_dir, "test"), tokenizer, cfg["max_length"])
     log.info("finetune %s seed %d (torch seed %d) on %d examples, device %s",
              dataset, seed, torch_seed, len(train_features), device)
@@ -202,6 +210,15 @@ def finetune(data_dir, base_dir, out_dir, metrics_path, dataset: str, seed: int,
     }
     write_parquet(pd.DataFrame([row]), metrics_path)
     return row
+
+
+def nested_subsample(df: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
+    """The first n examples of one fixed shuffle: the same subset for every run seed, and each
+    size a subset of every larger one, so that runs differ in the amount of data only."""
+    import numpy as np
+
+    order = np.random.default_rng(seed).permutation(len(df))
+    return df.iloc[np.sort(order[:n])].reset_index(drop=True)
 
 
 def _device_name(device: torch.device) -> str:

@@ -7,6 +7,7 @@ different coefficients. It streams tensor by tensor, so memory holds one tensor 
 from __future__ import annotations
 
 import shutil
+from decimal import Decimal
 from pathlib import Path
 from typing import Sequence
 
@@ -16,6 +17,11 @@ from safetensors import safe_open
 from .errors import WeightspaceError
 from .io import save_tensors
 from .models import WEIGHTS, encoder_key_map
+
+ALPHA_DECIMALS = 4
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+           "BOOL": torch.bool}
 
 
 def combine(checkpoints: Sequence, coefficients: Sequence[float], pretrained_dir, out_dir,
@@ -28,8 +34,11 @@ def combine(checkpoints: Sequence, coefficients: Sequence[float], pretrained_dir
     """
     if len(checkpoints) != len(coefficients) or not checkpoints:
         raise WeightspaceError(f"combine: {len(checkpoints)} checkpoints but {len(coefficients)} coefficients")
+    # A zero coefficient drops its model: alpha = 1 or 0 on a line then copies an endpoint bit for bit
+    # (0 * w would turn a stored -0.0 into +0.0), and the file is not read at all.
+    used = [(c, k) for c, k in zip(checkpoints, coefficients) if k != 0] or [(checkpoints[0], 0.0)]
     pretrained_dir = Path(pretrained_dir)
-    files = [_weights_file(c) for c in checkpoints]
+    files = [_weights_file(c) for c, _ in used]
     with safe_open(str(pretrained_dir / WEIGHTS), framework="pt") as base:
         names = list(base.keys())
         handles = [safe_open(str(f), framework="pt") for f in files]
@@ -37,15 +46,52 @@ def combine(checkpoints: Sequence, coefficients: Sequence[float], pretrained_dir
         merged = {}
         for name in names:
             acc = None
-            for handle, key_map, coef in zip(handles, maps, coefficients):
+            for handle, key_map, (_, coef) in zip(handles, maps, used):
                 key = key_map[name]
-                tensor = (handle.get_tensor(key) if key else base.get_tensor(name)).to(torch.float32)
-                acc = coef * tensor if acc is None else acc + coef * tensor
-            merged[name] = acc.to(base.get_tensor(name).dtype)
+                term = coef * (handle.get_tensor(key) if key else base.get_tensor(name)).to(torch.float32)
+                acc = term if acc is None else acc + term
+            merged[name] = acc.to(_DTYPES[base.get_slice(name).get_dtype()])
+    save_encoder(merged, pretrained_dir, out_dir, metadata)
+
+
+def line_coefficients(alpha) -> tuple[float, float]:
+    """(alpha, 1 - alpha), with 1 - alpha computed in decimal so that swapping the endpoints is exact.
+
+    In binary floating point 1 - (1 - a) != a (0.1 -> 0.09999999999999998); from the alpha's
+    decimal text both coefficients are exact decimals, so line_coefficients(1 - a) is the reverse
+    of line_coefficients(a) for every alpha with at most ALPHA_DECIMALS decimals.
+    """
+    a = Decimal(format_alpha(alpha))
+    return float(a), float(1 - a)
+
+
+def interpolate(w1, w2, alpha, pretrained_dir, out_dir, metadata: dict | None = None) -> None:
+    """Write alpha * w1 + (1 - alpha) * w2 over the encoder (alpha outside [0, 1] extrapolates).
+
+    Exact at the ends: alpha = 1 is w1's encoder and alpha = 0 is w2's, bit for bit. Symmetric:
+    interpolate(w1, w2, a) and interpolate(w2, w1, 1 - a) write the same tensors (float addition
+    of two terms commutes and the coefficients are the same two numbers).
+    """
+    c1, c2 = line_coefficients(alpha)
+    combine([w1, w2], [c1, c2], pretrained_dir, out_dir, metadata={"alpha": format_alpha(alpha), **(metadata or {})})
+
+
+def format_alpha(alpha) -> str:
+    """A coefficient as it appears in paths and tables: at most ALPHA_DECIMALS decimals, no -0.
+
+    0.1 -> '0.1', 3.17 -> '3.17', -31.0 -> '-31', 0.30000000000000004 -> '0.3'. One function for
+    every path so that a coefficient always names the same file.
+    """
+    text = f"{float(alpha):.{ALPHA_DECIMALS}f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def save_encoder(tensors: dict, pretrained_dir, out_dir, metadata: dict | None = None) -> None:
+    """Write bare-encoder tensors with the pretrained model's config, so load_encoder() reads them."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(pretrained_dir / "config.json", out_dir / "config.json")
-    save_tensors(merged, out_dir / WEIGHTS, metadata={k: str(v) for k, v in (metadata or {}).items()})
+    shutil.copyfile(Path(pretrained_dir) / "config.json", out_dir / "config.json")
+    save_tensors(tensors, out_dir / WEIGHTS, metadata={k: str(v) for k, v in (metadata or {}).items()})
 
 
 def _weights_file(checkpoint) -> Path:

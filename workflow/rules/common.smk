@@ -1,3 +1,4 @@
+import functools
 import os
 import re
 import sys
@@ -62,5 +63,116 @@ def finetune_grid():
     return [(d, s) for d in DATASETS for s in SEEDS]
 
 
+def gpu_runtime(passes):
+    """The `runtime` resource (minutes) of a GPU rule, for cluster executors: grows with the
+    examples in the meta.json files among the job's inputs (trained `passes` times) and with
+    each retry; see the config's `cluster` section and weightspace.cluster."""
+    from weightspace.cluster import runtime_minutes
+
+    def runtime(wildcards, input, attempt):
+        metas = [f for f in input if f.endswith("meta.json")]
+        return runtime_minutes(metas, passes, config["cluster"], attempt)
+
+    return runtime
+
+
+def geometry_models(experiment):
+    """The models of a `geometry` experiment (issue 3): records, finetuned and pretrained weights."""
+    from weightspace.geometry import experiment_members
+
+    members = experiment_members(config, experiment)
+    return {
+        "records": [m.record() for m in members],
+        "weights": [f"results/models/finetuned/{m.path}/model.safetensors" for m in members],
+        "pretrained": [f"{pretrained_dir(m.base)}/model.safetensors" for m in members],
+    }
+
+
+def centroid_members(target):
+    """Weights of the models finetuned on the centroid group's other datasets, by dataset (issue 5)."""
+    from weightspace.centres import leave_one_out
+    from weightspace.efficient import group_datasets
+
+    others = leave_one_out(group_datasets(config), target)
+    return {d: [finetuned_weights(d, s) for s in SEEDS] for d in others}
+
+
+def efficient_start(start, target):
+    """The weights a BitFit / LoRA run starts from: the pretrained model or a centre (issue 5)."""
+    if start == "pretrained":
+        return f"{pretrained_dir()}/model.safetensors"
+    if start == "centroid":
+        return f"results/models/centroid/{target}/model.safetensors"
+    return f"results/models/centre/{start}/{target}/model.safetensors"
+
+
+def efficient_metrics(target, start, shots, seed):
+    return f"results/metrics/{config['centroid']['method']}/{target}/{start}/{shots}/seed{seed}.parquet"
+
+
+@functools.cache
+def region():
+    """The plan of the config's `region` section (issue 4): every model, its recipe and targets."""
+    from weightspace.region_plan import region_plan
+
+    return region_plan(config)
+
+
+def region_weights(model):
+    """Weights of a model of the region plan, by id (finetuned/..., merged/..., region/...)."""
+    return f"results/models/{model}/model.safetensors"
+
+
+def probe_result(model):
+    return f"results/metrics/probe/{model}.parquet"
+
+
+def region_stats(centroid):
+    return f"results/metrics/{centroid}.json"
+
+
+def region_recipe(model):
+    if model not in region().models:
+        raise ValueError(f"region: no model '{model}' in the config's region plan")
+    return region().models[model]
+
+
+def line_ends(wildcards):
+    """The (w1, w2) model ids of a line (issue 4)."""
+    return region().granularities[wildcards.granularity].pairs[wildcards.pair]
+
+
+def probed_model(wildcards):
+    if hasattr(wildcards, "model"):
+        return wildcards.model
+    return f"merged/{wildcards.granularity}/{wildcards.pair}/alpha{wildcards.alpha}"
+
+
+def probe_targets(wildcards):
+    """The targets a model is probed on; a (pair, alpha) outside the configured grid gets the pair's."""
+    model = probed_model(wildcards)
+    if model in region().targets:
+        return sorted(region().targets[model])
+    if not hasattr(wildcards, "pair"):
+        raise ValueError(f"region: no model '{model}' in the config's region plan")
+    return region().granularities[wildcards.granularity].pair_targets[wildcards.pair]
+
+
+def probe_data(wildcards):
+    return [f for t in probe_targets(wildcards) for k, f in data_files(t).items() if k in ("train", "test", "meta")]
+
+
 def all_targets():
-    return ["results/tables/finetune.md"]
+    targets = ["results/tables/finetune.md"]
+    if config.get("centroid") is not None:
+        targets += ["results/tables/centroid.md", "results/plots/centroid_gain.png"]
+    if config.get("region") is not None:
+        targets += ["results/tables/pb.md"] + [
+            f"results/plots/{p}.png" for p in ("interpolation", "extrapolation", "loss_distributions", "leave_centroid")
+        ]
+    if config.get("geometry") is not None and config["geometry"]["experiments"]:
+        experiments = sorted(config["geometry"]["experiments"])
+        targets += ["results/tables/clustering.md"] + [
+            f"results/plots/{kind}_{e}.png" for e in experiments for kind in ("tsne", "similarity")
+        ]
+    return targets

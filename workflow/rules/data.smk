@@ -1,4 +1,6 @@
 rule prepare_data:
+    conda:
+        "../../envs/weightspace.yaml"
     output:
         **data_files("{dataset}"),
     params:

@@ -1,4 +1,6 @@
 rule finetune:
+    conda:
+        "../../envs/weightspace.yaml"
     input:
         unpack(lambda w: data_files(w.dataset)),
         base=f"{pretrained_dir()}/model.safetensors",
@@ -11,6 +13,8 @@ rule finetune:
         device=config["device"],
         trust_remote_code=config["trust_remote_code"],
     threads: 4
+    resources:
+        runtime=gpu_runtime(config["finetune"]["epochs"]),
     log:
         "logs/finetune/{dataset}/seed{seed}.log",
     script:
@@ -18,6 +22,8 @@ rule finetune:
 
 
 rule finetune_table:
+    conda:
+        "../../envs/weightspace.yaml"
     input:
         metrics=[finetune_metrics(d, s) for d, s in finetune_grid()],
     output:

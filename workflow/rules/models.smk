@@ -1,4 +1,6 @@
 rule pretrained:
+    conda:
+        "../../envs/weightspace.yaml"
     output:
         weights="results/models/pretrained/{base}/model.safetensors",
         config="results/models/pretrained/{base}/config.json",

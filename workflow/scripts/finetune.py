@@ -17,5 +17,6 @@ run(
         cfg=snakemake.params.cfg,
         device=torch_device(snakemake.params.device),
         trust_remote_code=snakemake.params.trust_remote_code,
+        max_train=getattr(snakemake.params, "max_train", None),
     ),
 )

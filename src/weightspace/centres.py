@@ -1,0 +1,106 @@
+"""Starting points built from other datasets' finetuned models (paper §7, App. H).
+
+For a target dataset t of a group, the members are the models finetuned on the group's other
+datasets. Their centroid is the paper's start; task arithmetic (Ilharco et al., 2023) and TIES
+(Yadav et al., 2023) are two other centres of the same models, beyond the paper, so the table can
+say whether the plain mean is the best start. Every centre is a bare encoder in the pretrained
+model's naming, so `models.load_classifier` puts a new head on it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import torch
+from peft.utils.merge_utils import ties
+from safetensors import safe_open
+
+from .errors import WeightspaceError
+from .io import save_tensors
+from .merging import combine
+from .models import WEIGHTS, encoder_key_map
+
+CENTRES = ("centroid", "task_arithmetic", "ties")
+
+
+def leave_one_out(group: Sequence[str], target: str) -> list[str]:
+    """The datasets whose models form the target's centres: the group without the target."""
+    if target not in group:
+        raise WeightspaceError(f"centroid target '{target}' is not in the group ({', '.join(group)})")
+    others = [d for d in group if d != target]
+    if not others:
+        raise WeightspaceError(f"centroid target '{target}': the group has no other dataset to build a centre from")
+    return others
+
+
+def centroid(members: Mapping[str, Sequence], pretrained_dir, out_dir) -> None:
+    """The mean encoder of every member model (all datasets, all seeds), as in the paper."""
+    models = [m for seeds in members.values() for m in seeds]
+    combine(models, [1.0 / len(models)] * len(models), pretrained_dir, out_dir,
+            metadata={"centre": "centroid", "datasets": ",".join(members), "models": len(models)})
+
+
+def task_arithmetic(members: Mapping[str, Sequence], pretrained_dir, out_dir, scale: float) -> None:
+    """w0 + scale * sum over datasets of the dataset's task vector (the mean over its seeds).
+
+    With scale = 1 / number of datasets this is the centroid; larger scales extrapolate.
+    """
+    models, coefficients = [], []
+    for seeds in members.values():
+        models += list(seeds)
+        coefficients += [scale / len(seeds)] * len(seeds)
+    combine([pretrained_dir, *models], [1.0 - scale * len(members), *coefficients], pretrained_dir, out_dir,
+            metadata={"centre": "task_arithmetic", "scale": scale, "datasets": ",".join(members)})
+
+
+def ties_merge(members: Mapping[str, Sequence], pretrained_dir, out_dir, density: float, scale: float) -> None:
+    """w0 + scale * TIES(task vectors of the datasets), tensor by tensor.
+
+    A dataset's task vector is the mean over its seeds. peft's `ties` trims each to its top
+    `density` share by magnitude, elects a sign per entry by the summed mass and averages the
+    entries that agree with it. The trim is per tensor (as in peft and mergekit), not over the
+    whole flattened vector as in the TIES paper.
+    """
+    pretrained_dir = Path(pretrained_dir)
+    with safe_open(str(pretrained_dir / WEIGHTS), framework="pt") as base:
+        names = list(base.keys())
+        groups = [[safe_open(str(_weights(m)), framework="pt") for m in seeds] for seeds in members.values()]
+        maps = [[encoder_key_map(h.keys(), names) for h in handles] for handles in groups]
+        merged = {}
+        for name in names:
+            w0 = base.get_tensor(name)
+            start = w0.to(torch.float32)
+            vectors = [
+                torch.stack([_tensor(h, m[name], start) for h, m in zip(handles, key_maps)]).mean(0) - start
+                for handles, key_maps in zip(groups, maps)
+            ]
+            merged[name] = (start + scale * ties(vectors, torch.ones(len(vectors)), density)).to(w0.dtype)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(pretrained_dir / "config.json", out_dir / "config.json")
+    save_tensors(merged, out_dir / WEIGHTS, metadata={"centre": "ties", "density": str(density),
+                                                      "scale": str(scale), "datasets": ",".join(members)})
+
+
+def _weights(model) -> Path:
+    path = Path(model)
+    return path if path.suffix == ".safetensors" else path / WEIGHTS
+
+
+def _tensor(handle, key: str | None, pretrained: torch.Tensor) -> torch.Tensor:
+    """A member's encoder tensor; one the checkpoint lacks (an unused pooler) did not move."""
+    return pretrained if key is None else handle.get_tensor(key).to(torch.float32)
+
+
+def build_centre(kind: str, members: Mapping[str, Sequence], pretrained_dir, out_dir, settings: dict) -> None:
+    """Write the centre `kind` of the member models (settings: the config's `centroid` section)."""
+    if kind == "centroid":
+        centroid(members, pretrained_dir, out_dir)
+    elif kind == "task_arithmetic":
+        task_arithmetic(members, pretrained_dir, out_dir, settings["task_arithmetic"]["scale"])
+    elif kind == "ties":
+        ties_merge(members, pretrained_dir, out_dir, settings["ties"]["density"], settings["ties"]["scale"])
+    else:
+        raise WeightspaceError(f"unknown centre '{kind}' (expected one of: {', '.join(CENTRES)})")

@@ -1,0 +1,177 @@
+"""The region of similarly finetuned models (paper §5.2, App. F): its hull, its outside, PB.
+
+A group In of finetuned models spans a region. This module makes the points the paper compares:
+samples of the convex hull (In'), the pretrained model moved in a random Xavier-shaped direction
+by as much as a finetuned model moves (the General level's exterior), and points that leave the
+centroid of In toward the pretrained model or a random direction. It also holds PB, the
+probability that a model of one group has a loss no higher than a model of another.
+
+Distances are Euclidean over the floating encoder tensors; a model's "task vector norm" is its
+distance from the pretrained model.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .errors import WeightspaceError
+from .io import load_tensors, read_json, write_json
+from .merging import combine, save_encoder
+from .models import WEIGHTS
+from .taskvectors import task_vector
+
+FLOATING = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+
+
+def dirichlet_coefficients(n_models: int, n_samples: int, seed: int) -> np.ndarray:
+    """(n_samples, n_models) convex weights, each row a draw from Dirichlet(1, ..., 1).
+
+    Dirichlet(1, ..., 1) is the uniform distribution on the simplex, so the samples are uniform in
+    the convex hull's coefficient space (§5.2: "sampling |In| models uniformly from the region").
+    """
+    if n_models < 1 or n_samples < 1:
+        raise WeightspaceError(f"hull: needs at least one model and one sample (got {n_models} and {n_samples})")
+    return np.random.default_rng(seed).dirichlet(np.ones(n_models), size=n_samples)
+
+
+def hull_sample(members: Sequence, coefficients: Sequence[float], pretrained_dir, out_dir) -> None:
+    """Write sum_i coefficients[i] * members[i] (one point of the convex hull of the members)."""
+    if not math.isclose(sum(coefficients), 1.0, rel_tol=0, abs_tol=1e-9) or min(coefficients) < 0:
+        raise WeightspaceError(f"hull: coefficients must be >= 0 and sum to 1 (got {list(coefficients)})")
+    combine(members, list(coefficients), pretrained_dir, out_dir,
+            metadata={"coefficients": ",".join(f"{c:.6f}" for c in coefficients)})
+
+
+def pb(losses_a: Sequence[float], losses_b: Sequence[float]) -> float:
+    """PB(A, B): the share of pairs (a in A, b in B) with loss(a) <= loss(b) (§5.2)."""
+    a = np.asarray(losses_a, dtype=float)[:, None]
+    b = np.asarray(losses_b, dtype=float)[None, :]
+    if a.size == 0 or b.size == 0:
+        raise WeightspaceError("PB needs at least one model in each group")
+    return float((a <= b).mean())
+
+
+def group_stats(members: Sequence, pretrained_dir, out_dir, stats_path, names: Sequence[str] | None = None) -> dict:
+    """Write the centroid of `members` into out_dir and its statistics (JSON) to stats_path.
+
+    The statistics are what App. F and the General exterior need: each member's distance from the
+    pretrained model (task vector norm) and from the centroid, their means, the centroid's distance
+    from the pretrained model, and the tensors that finetuning moved (an unused pooler does not).
+    """
+    if not members:
+        raise WeightspaceError("centroid: no member models")
+    combine(members, [1.0 / len(members)] * len(members), pretrained_dir, out_dir,
+            metadata={"members": len(members)})
+    centroid_file = Path(out_dir) / WEIGHTS
+    moved: set[str] = set()
+    tv_norms, distances = [], []
+    for member in members:
+        squares = 0.0
+        for name, delta in task_vector(member, pretrained_dir).tensors():
+            squares += float(delta.double().square().sum())
+            if bool(delta.any()):
+                moved.add(name)
+        tv_norms.append(math.sqrt(squares))
+        distances.append(_norm(task_vector(member, centroid_file).tensors()))
+    stats = {
+        "models": [str(m) for m in (names or members)],
+        "task_vector_norms": tv_norms,
+        "mean_task_vector_norm": float(np.mean(tv_norms)),
+        "centroid_distances": distances,
+        "mean_centroid_distance": float(np.mean(distances)),
+        "centroid_pretrained_distance": _norm(task_vector(centroid_file, pretrained_dir).tensors()),
+        "moved_tensors": sorted(moved),
+    }
+    write_json(stats, stats_path)
+    return stats
+
+
+def _norm(named_tensors) -> float:
+    return math.sqrt(sum(float(t.double().square().sum()) for _, t in named_tensors))
+
+
+def xavier_direction(shapes: dict[str, tuple[int, ...]], seed: int) -> dict[str, torch.Tensor]:
+    """A random direction of unit Euclidean norm over the given tensors, Xavier-shaped (§3.1).
+
+    Each entry is i.i.d. N(0, 2 / (fan_in + fan_out)) as in Glorot & Bengio (2010), so layers get
+    the spread of a reasonable network; a 1-D tensor of n entries counts fan_in = fan_out = n. The
+    draw happens on the CPU in sorted name order, so a seed gives the same direction everywhere.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    direction = {}
+    for name in sorted(shapes):
+        shape = tuple(shapes[name])
+        fan_in, fan_out = _fans(shape)
+        std = math.sqrt(2.0 / (fan_in + fan_out))
+        direction[name] = torch.randn(shape, generator=generator, dtype=torch.float32) * std
+    norm = _norm(direction.items())
+    return {name: t / norm for name, t in direction.items()}
+
+
+def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    if len(shape) == 1:
+        return shape[0], shape[0]
+    receptive = math.prod(shape[2:])
+    return shape[1] * receptive, shape[0] * receptive
+
+
+def perturbed_pretrained(pretrained_dir, stats_path, seed: int, out_dir) -> float:
+    """Write pretrained + r * u, u a random Xavier-shaped unit direction, r = In's mean task vector norm.
+
+    The General level's exterior (§3.1): a model as far from the pretrained one as a finetuned
+    model, in a direction no finetuning chose. Only the tensors finetuning moved are perturbed.
+    Returns r.
+    """
+    stats = read_json(stats_path)
+    radius = stats["mean_task_vector_norm"]
+    weights = load_tensors(Path(pretrained_dir) / WEIGHTS)
+    direction = xavier_direction(_shapes(weights, stats["moved_tensors"], stats_path), seed)
+    save_encoder(_moved(weights, direction, radius), pretrained_dir, out_dir,
+                 metadata={"perturbation_norm": radius, "seed": seed})
+    return radius
+
+
+def leave_centroid(centroid_dir, pretrained_dir, stats_path, direction: str, radius: float, seed: int,
+                   out_dir) -> float:
+    """Write centroid + radius * d * u (App. F) and return the distance moved.
+
+    d is In's mean distance from its centroid (radius 1 = as far as the finetuned models are);
+    u is the unit direction toward the pretrained model (`pretrained`) or a random Xavier-shaped
+    one (`random...`, drawn from `seed` over the tensors finetuning moved).
+    """
+    stats = read_json(stats_path)
+    centroid = load_tensors(Path(centroid_dir) / WEIGHTS)
+    if direction == "pretrained":
+        pretrained = load_tensors(Path(pretrained_dir) / WEIGHTS)
+        toward = {n: (pretrained[n].float() - t.float()) for n, t in centroid.items() if t.dtype in FLOATING}
+        length = _norm(toward.items())
+        if length == 0:
+            raise WeightspaceError(f"{centroid_dir}: the centroid is the pretrained model; no direction toward it")
+        unit = {n: t / length for n, t in toward.items()}
+    elif direction.startswith("random"):
+        unit = xavier_direction(_shapes(centroid, stats["moved_tensors"], stats_path), seed)
+    else:
+        raise WeightspaceError(f"leave: unknown direction '{direction}' (expected pretrained or random<N>)")
+    distance = radius * stats["mean_centroid_distance"]
+    save_encoder(_moved(centroid, unit, distance), pretrained_dir, out_dir,
+                 metadata={"direction": direction, "radius": radius, "distance": distance, "seed": seed})
+    return distance
+
+
+def _shapes(weights: dict, names: Sequence[str], stats_path) -> dict[str, tuple[int, ...]]:
+    missing = [n for n in names if n not in weights]
+    if missing:
+        raise WeightspaceError(f"{stats_path}: tensor '{missing[0]}' is not in the model (stale statistics?)")
+    if not names:
+        raise WeightspaceError(f"{stats_path}: finetuning moved no tensor, so there is no direction to draw")
+    return {n: tuple(weights[n].shape) for n in names}
+
+
+def _moved(weights: dict, unit: dict, distance: float) -> dict[str, torch.Tensor]:
+    """weights + distance * unit on the tensors of `unit`; the rest unchanged; original dtypes."""
+    return {n: (t.float() + distance * unit[n]).to(t.dtype) if n in unit else t for n, t in weights.items()}

@@ -1,0 +1,228 @@
+"""What the region experiments (config `region`) evaluate: every model, how it is made, its targets.
+
+A model is named by an id that is also its folder under results/models/ and its probe file under
+results/metrics/probe/:
+
+    finetuned/{dataset}/seed{seed}                     a finetuned model (the finetune rule)
+    merged/{granularity}/{pair}/alpha{alpha}           alpha * w1 + (1 - alpha) * w2 (§5.1, §6)
+    region/{granularity}/centroid/{set}                mean of In ("in") or of one dataset's models
+    region/{granularity}/hull/sample{i}                a Dirichlet sample of In's convex hull (§5.2)
+    region/{granularity}/perturbed/sample{i}           pretrained + random Xavier-shaped step (§3.1)
+    region/{granularity}/leave/{direction}/r{radius}   a step away from In's centroid (App. F)
+
+Each row of `Plan.rows` says how one model is used (granularity, role, pair, alpha, radius, ...);
+the tables are those rows joined with the probe results. A model's targets are the union over its
+rows, so a finetuned model used by several granularities is probed once per target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import combinations, product
+
+import numpy as np
+
+from .errors import WeightspaceError
+from .merging import ALPHA_DECIMALS, format_alpha
+from .region import dirichlet_coefficients
+from .seeding import run_seed
+
+ROLES = ("in", "hull", "ex", "line", "centroid_line", "leave")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a model is made: its kind, the model ids it is made from, and the numbers of the recipe."""
+
+    kind: str
+    sources: tuple[str, ...] = ()
+    coefficients: tuple[float, ...] = ()
+    seed: int | None = None
+    stats: str | None = None  # id of the centroid whose statistics the recipe reads
+
+
+@dataclass
+class Granularity:
+    name: str
+    eval: list[str]
+    in_models: list[str]
+    ex_models: list[str]
+    hull_models: list[str]
+    pairs: dict[str, tuple[str, str]] = field(default_factory=dict)  # pair -> (w1, w2) model ids
+    pair_targets: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass
+class Plan:
+    models: dict[str, Recipe] = field(default_factory=dict)
+    targets: dict[str, set[str]] = field(default_factory=dict)
+    rows: list[dict] = field(default_factory=list)
+    granularities: dict[str, Granularity] = field(default_factory=dict)
+
+    def add(self, model: str, recipe: Recipe, targets, **row) -> None:
+        if self.models.setdefault(model, recipe) != recipe:
+            raise WeightspaceError(f"region: model '{model}' is planned with two different recipes")
+        self.targets.setdefault(model, set()).update(targets)
+        if row:
+            self.rows.append({"model": model, **row, "targets": sorted(targets)})
+
+    def probe_ids(self) -> list[str]:
+        return sorted(m for m in self.targets if self.targets[m])
+
+
+def finetuned_id(dataset: str, seed: int) -> str:
+    return f"finetuned/{dataset}/seed{seed}"
+
+
+def centroid_id(granularity: str, member_set: str) -> str:
+    return f"region/{granularity}/centroid/{member_set}"
+
+
+def format_radius(radius) -> str:
+    return format_alpha(radius)
+
+
+def extrapolation_alphas(steps: int, maximum: float) -> list[float]:
+    """§6: `steps` log-spaced points from 1 to `maximum`, mirrored from 0 to 1 - maximum.
+
+    Rounded to 2 decimals (names stay short: 1.47, 3.17, ...); 1 and 0 are the line's endpoints
+    and belong to the interpolation grid, so they are left out here.
+    """
+    if steps < 2:
+        return []
+    up = [round(float(a), 2) for a in np.geomspace(1.0, maximum, steps)[1:]]
+    return sorted({*up, *(round(1.0 - a, 2) for a in up)})
+
+
+def line_alphas(cfg: dict, extrapolate: bool) -> list[float]:
+    alphas = [float(a) for a in cfg["interpolation"]]
+    for a in alphas:
+        if float(format_alpha(a)) != a:
+            raise WeightspaceError(f"region.interpolation: {a} has more than {ALPHA_DECIMALS} decimals")
+    if extrapolate:
+        alphas += extrapolation_alphas(cfg["extrapolation"]["steps"], cfg["extrapolation"]["max"])
+    return sorted({float(format_alpha(a)) for a in alphas})
+
+
+def region_plan(config: dict) -> Plan:
+    """The plan of a validated config's `region` section (an empty plan when it has none)."""
+    plan = Plan()
+    cfg = config.get("region")
+    if cfg is None:
+        return plan
+    for name, spec in cfg["granularities"].items():
+        _plan_granularity(plan, config, cfg, name, spec)
+    return plan
+
+
+def _plan_granularity(plan: Plan, config: dict, cfg: dict, name: str, spec: dict) -> None:
+    where = f"region.granularities.{name}"
+    datasets = config["datasets"]
+    finetune_seeds = config["finetune"]["seeds"]
+    seeds = _seeds(spec.get("seeds") or cfg.get("seeds") or finetune_seeds, finetune_seeds, f"{where}.seeds")
+    ex_seeds = _seeds(spec.get("ex_seeds") or seeds, finetune_seeds, f"{where}.ex_seeds")
+    in_sets = _datasets(spec["in"], datasets, f"{where}.in")
+    targets = _datasets(spec.get("eval") or in_sets, datasets, f"{where}.eval")
+    if "in" in in_sets:
+        raise WeightspaceError(f"{where}.in: a dataset named 'in' clashes with the name of In's centroid")
+
+    in_models = [finetuned_id(d, s) for d in in_sets for s in seeds]
+    for model in in_models:
+        plan.add(model, Recipe("finetuned"), targets, granularity=name, role="in")
+    in_centroid = centroid_id(name, "in")
+    plan.add(in_centroid, Recipe("centroid", tuple(in_models)), ())
+
+    ex_models = []
+    if spec["ex"] == "random":
+        for i in range(1, (spec.get("ex_random") or len(in_models)) + 1):
+            model = f"region/{name}/perturbed/sample{i}"
+            seed = run_seed(f"{name}/perturbed/{i}", cfg["seed"])
+            plan.add(model, Recipe("perturbed", seed=seed, stats=in_centroid), targets, granularity=name, role="ex")
+            ex_models.append(model)
+    else:
+        ex_sets = _datasets(spec["ex"], datasets, f"{where}.ex")
+        overlap = sorted(set(ex_sets) & set(in_sets))
+        if overlap:
+            raise WeightspaceError(f"{where}: dataset '{overlap[0]}' is in both 'in' and 'ex'")
+        for model in (finetuned_id(d, s) for d in ex_sets for s in ex_seeds):
+            plan.add(model, Recipe("finetuned"), targets, granularity=name, role="ex")
+            ex_models.append(model)
+
+    hull_models = []
+    if spec["hull"]:
+        n = spec.get("hull_samples") or cfg.get("hull_samples") or len(in_models)
+        coefficients = dirichlet_coefficients(len(in_models), n, run_seed(f"{name}/hull", cfg["seed"]))
+        for i, row in enumerate(coefficients, start=1):
+            model = f"region/{name}/hull/sample{i}"
+            plan.add(model, Recipe("hull", tuple(in_models), tuple(float(c) for c in row)), targets,
+                     granularity=name, role="hull")
+            hull_models.append(model)
+
+    granularity = Granularity(name, targets, in_models, ex_models, hull_models)
+    plan.granularities[name] = granularity
+    _plan_lines(plan, cfg, granularity, spec, seeds, datasets, where)
+    if spec["leave"]:
+        _plan_leave(plan, cfg, granularity, in_centroid)
+
+
+def _plan_lines(plan: Plan, cfg: dict, g: Granularity, spec: dict, seeds, datasets, where: str) -> None:
+    alphas = line_alphas(cfg, spec["extrapolate"])
+    for a, b in spec["pairs"]:
+        _datasets([a, b], datasets, f"{where}.pairs")
+        if "in" in (a, b):
+            raise WeightspaceError(f"{where}.pairs: a dataset named 'in' clashes with the name of In's centroid")
+        # Each pair is evaluated on its source datasets and on the rest of the granularity's targets.
+        targets = [*dict.fromkeys([a, b, *g.eval])]
+        ends = combinations(seeds, 2) if a == b else product(seeds, seeds)
+        for s1, s2 in ends:
+            pair = f"{a}.seed{s1}--{b}.seed{s2}"
+            _plan_line(plan, g, pair, finetuned_id(a, s1), finetuned_id(b, s2), alphas, targets, "line", (a, b))
+        # With one seed a dataset's centroid is its model: the centroid line would repeat the pair's.
+        if a != b and spec["centroid_line"] and len(seeds) > 1:
+            ends = []
+            for d in (a, b):
+                ends.append(centroid_id(g.name, d))
+                plan.add(ends[-1], Recipe("centroid", tuple(finetuned_id(d, s) for s in seeds)), ())
+            interpolation = [x for x in alphas if 0 <= x <= 1]
+            _plan_line(plan, g, f"{a}.centroid--{b}.centroid", *ends, interpolation, targets, "centroid_line", (a, b))
+
+
+def _plan_line(plan, g, pair, w1, w2, alphas, targets, role, datasets) -> None:
+    g.pairs[pair] = (w1, w2)
+    g.pair_targets[pair] = list(targets)
+    for alpha in alphas:
+        row = dict(granularity=g.name, role=role, pair=pair, dataset_a=datasets[0], dataset_b=datasets[1],
+                   alpha=alpha)
+        if alpha == 1 or alpha == 0:
+            # The ends are the endpoint models themselves (merging them would copy them bit for bit).
+            end = w1 if alpha == 1 else w2
+            plan.add(end, plan.models.get(end, Recipe("finetuned")), targets, **row)
+        else:
+            model = f"merged/{g.name}/{pair}/alpha{format_alpha(alpha)}"
+            plan.add(model, Recipe("merged", (w1, w2), (alpha,)), targets, **row)
+
+
+def _plan_leave(plan: Plan, cfg: dict, g: Granularity, in_centroid: str) -> None:
+    plan.add(in_centroid, plan.models[in_centroid], g.eval, granularity=g.name, role="leave",
+             direction="centroid", radius=0.0)
+    directions = ["pretrained"] + [f"random{i}" for i in range(1, cfg["random_directions"] + 1)]
+    for direction in directions:
+        seed = run_seed(f"{g.name}/leave/{direction}", cfg["seed"]) if direction != "pretrained" else None
+        for radius in cfg["radii"]:
+            model = f"region/{g.name}/leave/{direction}/r{format_radius(radius)}"
+            plan.add(model, Recipe("leave", (in_centroid,), (float(radius),), seed=seed, stats=in_centroid),
+                     g.eval, granularity=g.name, role="leave", direction=direction, radius=float(radius))
+
+
+def _seeds(seeds, finetune_seeds, where: str) -> list[int]:
+    unknown = [s for s in seeds if s not in finetune_seeds]
+    if unknown:
+        raise WeightspaceError(f"{where}: seed {unknown[0]} is not in finetune.seeds ({finetune_seeds})")
+    return list(seeds)
+
+
+def _datasets(names, datasets, where: str) -> list[str]:
+    for d in names:
+        if d not in datasets:
+            raise WeightspaceError(f"{where}: dataset '{d}' is not under 'datasets' (known: {', '.join(sorted(datasets))})")
+    return list(dict.fromkeys(names))

@@ -1,0 +1,194 @@
+"""Task vectors: a finetuned encoder minus its pretrained encoder, read lazily from safetensors.
+
+A task vector is never held whole: callers read it tensor by tensor, or row slice by row slice,
+from files opened with `open_weights`. Only floating tensors count (integer buffers such as
+`position_ids` are not weights). Encoder tensors the finetuned checkpoint lacks (a pooler that
+sequence classification does not use) did not move: they contribute zeros.
+
+With `include_head`, the classification head's tensors are appended; the head has no pretrained
+counterpart (its random initialisation is not stored), so its values count from zero.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+import torch
+from safetensors import safe_open
+
+from .errors import WeightspaceError
+from .models import WEIGHTS, encoder_key_map
+
+_FLOATING = {"F64", "F32", "F16", "BF16"}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One tensor of a task vector: where its finetuned and pretrained values are stored."""
+
+    name: str
+    shape: tuple[int, ...]
+    finetuned_key: str | None  # None: the checkpoint lacks it, the tensor did not move
+    pretrained_key: str | None  # None: a head tensor, counted from zero
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True)
+class TaskVector:
+    name: str
+    finetuned: Path
+    pretrained: Path
+    entries: tuple[Entry, ...]
+
+    @property
+    def numel(self) -> int:
+        return sum(e.numel for e in self.entries)
+
+    def layout(self) -> list[tuple[str, tuple[int, ...]]]:
+        return [(e.name, e.shape) for e in self.entries]
+
+    def entry(self, name: str) -> Entry:
+        for e in self.entries:
+            if e.name == name:
+                return e
+        raise KeyError(name)
+
+    def tensors(self, dtype=torch.float32, names=None) -> Iterator[tuple[str, torch.Tensor]]:
+        """(name, finetuned - pretrained) for every tensor (or those in `names`), in layout order."""
+        with open_weights([self.finetuned, self.pretrained]) as files:
+            for e in self.entries:
+                if names is None or e.name in names:
+                    yield e.name, self.rows(files, e, None, None, dtype)
+
+    def flatten(self, dtype=torch.float32, names=None) -> torch.Tensor:
+        """The whole task vector as one 1-D tensor (for small models and checks only)."""
+        names = None if names is None else set(names)
+        return torch.cat([t.reshape(-1) for _, t in self.tensors(dtype, names)])
+
+    def finetuned_rows(self, files: Mapping[Path, object], entry: Entry, start, stop) -> torch.Tensor | None:
+        """Rows start:stop of the finetuned tensor (None if the checkpoint lacks it); mmap-backed, read-only."""
+        if entry.finetuned_key is None:
+            return None
+        return _rows(files[self.finetuned], entry.finetuned_key, start, stop)
+
+    def pretrained_rows(self, files: Mapping[Path, object], entry: Entry, start, stop) -> torch.Tensor | None:
+        if entry.pretrained_key is None:
+            return None
+        return _rows(files[self.pretrained], entry.pretrained_key, start, stop)
+
+    def rows(self, files, entry: Entry, start, stop, dtype=torch.float32) -> torch.Tensor:
+        """finetuned - pretrained for rows start:stop of one tensor (start=stop=None: all of it)."""
+        pretrained = self.pretrained_rows(files, entry, start, stop)
+        finetuned = self.finetuned_rows(files, entry, start, stop)
+        if finetuned is None:
+            return torch.zeros(pretrained.shape, dtype=dtype)
+        if pretrained is None:
+            return finetuned.to(dtype, copy=True)  # not a view of a file that is about to close
+        return finetuned.to(dtype) - pretrained.to(dtype)
+
+
+def task_vector(finetuned, pretrained, include_head: bool = False, name: str | None = None) -> TaskVector:
+    """The task vector of a finetuned checkpoint against the bare pretrained encoder it started from.
+
+    `finetuned` and `pretrained` are model folders or their model.safetensors files.
+    """
+    finetuned, pretrained = weights_file(finetuned), weights_file(pretrained)
+    base = _header(pretrained)
+    tuned = _header(finetuned)
+    base_names = [n for n, (_, dtype) in base.items() if dtype in _FLOATING]
+    key_map = encoder_key_map(tuned, base_names)
+    entries = []
+    for n in base_names:
+        key = key_map[n]
+        if key is not None and tuned[key][0] != base[n][0]:
+            raise WeightspaceError(
+                f"{finetuned}: tensor '{key}' has shape {list(tuned[key][0])}, but the pretrained "
+                f"'{n}' in {pretrained} has {list(base[n][0])} (finetuned from another base?)"
+            )
+        entries.append(Entry(n, base[n][0], key, n))
+    if include_head:
+        encoder_keys = {k for k in key_map.values() if k is not None}
+        for key, (shape, dtype) in tuned.items():
+            if key not in encoder_keys and dtype in _FLOATING:
+                entries.append(Entry(key, shape, key, None))
+    return TaskVector(name or str(finetuned.parent), finetuned, pretrained, tuple(entries))
+
+
+def common_layout(vectors: Sequence[TaskVector]) -> list[Entry]:
+    """The entries shared by all vectors, in the first vector's order.
+
+    Encoder tensors must match exactly (same names and shapes: same architecture). Head tensors
+    (include_head) are kept only where every model has them with one shape: heads for different
+    numbers of labels cannot be compared.
+    """
+    if not vectors:
+        raise WeightspaceError("no models to compare")
+    first = vectors[0]
+    encoder = [e for e in first.entries if e.pretrained_key is not None]
+    for v in vectors[1:]:
+        other = [(e.name, e.shape) for e in v.entries if e.pretrained_key is not None]
+        if other != [(e.name, e.shape) for e in encoder]:
+            raise WeightspaceError(
+                f"{v.finetuned} and {first.finetuned}: their encoders have different tensors "
+                "(task vectors of different architectures cannot be compared)"
+            )
+    heads = [e for e in first.entries if e.pretrained_key is None]
+    shared = [e for e in heads if all(_has(v, e) for v in vectors[1:])]
+    return encoder + shared
+
+
+def dropped_head_tensors(vectors: Sequence[TaskVector]) -> list[str]:
+    kept = {e.name for e in common_layout(vectors)}
+    return sorted({e.name for v in vectors for e in v.entries if e.name not in kept})
+
+
+def _has(vector: TaskVector, entry: Entry) -> bool:
+    try:
+        return vector.entry(entry.name).shape == entry.shape
+    except KeyError:
+        return False
+
+
+@contextmanager
+def open_weights(paths) -> Iterator[dict[Path, object]]:
+    """Open each distinct safetensors file once (memory-mapped); closed, and unmapped, on exit."""
+    with ExitStack() as stack:
+        files = {}
+        for path in paths:
+            path = Path(path)
+            if path not in files:
+                files[path] = stack.enter_context(safe_open(str(_existing(path)), framework="pt"))
+        yield files
+
+
+def weights_file(checkpoint) -> Path:
+    path = Path(checkpoint)
+    return _existing(path if path.suffix == ".safetensors" else path / WEIGHTS)
+
+
+def _existing(path: Path) -> Path:
+    if path.suffix != ".safetensors":
+        raise WeightspaceError(f"{path}: weights are only read from .safetensors files")
+    if not path.exists():
+        raise WeightspaceError(f"{path}: file not found")
+    return path
+
+
+def _header(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
+    """name -> (shape, dtype) from the file's header; no tensor data is read."""
+    with open_weights([path]) as files:
+        f = files[path]
+        return {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
+
+
+def _rows(handle, key: str, start, stop) -> torch.Tensor:
+    if start is None:
+        return handle.get_tensor(key)
+    return handle.get_slice(key)[start:stop]

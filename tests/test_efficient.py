@@ -1,0 +1,140 @@
+"""Issue 5: BitFit and LoRA from a start point, and the gains table (paper Tables 2 and 3)."""
+
+import copy
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import ROOT
+from weightspace import efficient
+from weightspace.config import validated_config
+from weightspace.errors import WeightspaceError
+from weightspace.io import load_tensors
+from weightspace.models import encoder_key_map
+from weightspace.seeding import seed_everything
+
+SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def run(tiny_run):
+    workdir, config = tiny_run
+    config = validated_config(config, SCHEMA)
+    return workdir, config
+
+
+def _train(run, start_dir, **settings):
+    workdir, config = run
+    merged = {**config["centroid"], **settings}
+    return efficient.train_from_start(workdir / "results/data/tiny_topic", start_dir,
+                                      workdir / "results/models/pretrained/tiny", "tiny_topic", "full", 1, merged,
+                                      config["finetune"], CPU)
+
+
+def _encoder_changes(model, start_file):
+    """Names of the start's encoder tensors that differ after training, and of those that do not."""
+    start = load_tensors(start_file)
+    state = {k: v for k, v in model.state_dict().items()}
+    key_map = encoder_key_map(state.keys(), start.keys())
+    changed = {n for n, k in key_map.items() if k is not None and not torch.equal(state[k], start[n])}
+    same = {n for n, k in key_map.items() if k is not None} - changed
+    return changed, same
+
+
+def test_bitfit_leaves_every_non_bias_encoder_weight_bit_identical(run):
+    workdir, _ = run
+    start = workdir / "results/models/centroid/tiny_topic"
+    model, row = _train(run, start)
+    changed, same = _encoder_changes(model, start / "model.safetensors")
+    assert changed and all(n.endswith(".bias") for n in changed)
+    biases = {n for n in changed | same if n.endswith(".bias")}
+    assert len(changed) >= 0.9 * len(biases), sorted(biases - changed)
+    assert row["test_accuracy"] > row["majority_test_accuracy"]
+    head = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("roberta."))
+    assert row["trainable_params"] == head + sum(model.state_dict()[f"roberta.{n}"].numel() for n in biases)
+
+
+def test_both_starts_get_the_same_new_head(run):
+    workdir, config = run
+    heads = []
+    for start in ("results/models/pretrained/tiny", "results/models/centroid/tiny_topic"):
+        seed_everything(123)
+        model, _ = efficient.efficient_model(workdir / start, 3, config["centroid"])
+        heads.append({n: p.detach().clone() for n, p in model.named_parameters() if n.startswith("classifier.")})
+    assert heads[0].keys() and all(torch.equal(heads[0][n], heads[1][n]) for n in heads[0])
+
+
+def test_lora_trains_adapters_and_head_only(run):
+    workdir, config = run
+    start = workdir / "results/models/pretrained/tiny"
+    lora = {**config["centroid"]["lora"], "r": 4}
+    model, row = _train(run, start, method="lora", lora=lora)
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trained and all("lora_" in n or "classifier" in n for n in trained)
+    assert any(float(p.abs().sum()) > 0 for n, p in model.named_parameters() if "lora_B" in n)
+    merged = model.merge_and_unload()
+    changed, _ = _encoder_changes(merged, start / "model.safetensors")
+    assert changed and all(n.endswith(("query.weight", "value.weight")) for n in changed)
+    assert row["method"] == "lora" and row["trainable_params"] < 0.2 * row["total_params"]
+
+
+def test_training_config_overrides_and_min_steps():
+    base = {"lr": 5e-5, "batch_size": 16, "epochs": 2, "max_steps": None}
+    cfg = efficient.training_config(base, {"lr": 1e-3, "epochs": None, "min_steps": 20}, n_examples=40)
+    assert cfg["lr"] == 1e-3 and cfg["batch_size"] == 16 and "min_steps" not in cfg
+    assert cfg["epochs"] == pytest.approx(20 / 3)  # 3 steps per epoch
+    assert efficient.training_config(base, {"min_steps": 2}, n_examples=400)["epochs"] == 2
+
+
+def test_shots_cap():
+    assert efficient.shots_cap("full") is None and efficient.shots_cap("1000") == 1000
+    with pytest.raises(WeightspaceError, match="shots 'all'"):
+        efficient.shots_cap("all")
+
+
+def _paper_runs(kind):
+    paper = efficient.PAPER[kind]
+    rows = [{"shots": "full" if kind == "full" else "1000", "target": d, "start": s, "seed": 1, "train_size": 1,
+             "method": "bitfit", "test_accuracy": paper[s][d] / 100} for d in paper["pretrained"]
+            for s in ("pretrained", "centroid")]
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("kind", ["full", "few"])
+def test_gains_reproduce_the_papers_tables(kind):
+    table = efficient.gains(_paper_runs(kind), tolerance=efficient.PAPER_TOLERANCE)
+    shots = table.shots.iloc[0]
+    assert efficient.outcome_counts(table, shots, "centroid") == efficient.PAPER[kind]["wins_ties_losses"]
+    assert round(table[table.start == "centroid"].gain.mean(), 2) == efficient.PAPER[kind]["mean_gain"]
+    md = efficient.markdown(table, efficient.PAPER_TOLERANCE)
+    assert "9 wins, 2 ties, 1 loss of 12 targets" in md and "paper gain (centroid)" in md
+
+
+def test_gains_are_paired_by_seed_and_need_the_pretrained_start():
+    runs = pd.DataFrame([
+        {"shots": "full", "target": "t", "start": s, "seed": seed, "train_size": 1, "method": "bitfit",
+         "test_accuracy": acc} for s, seed, acc in
+        [("pretrained", 1, 0.50), ("pretrained", 2, 0.70), ("centroid", 1, 0.60), ("centroid", 2, 0.70)]
+    ])
+    row = efficient.gains(runs, tolerance=0.5).set_index("start").loc["centroid"]
+    assert row.gain == pytest.approx(5.0) and row.gain_std == pytest.approx(50 ** 0.5) and row.outcome == "win"
+    assert efficient.gains(runs, tolerance=5.0).set_index("start").loc["centroid"].outcome == "tie"
+    with pytest.raises(WeightspaceError, match="no pretrained-start run"):
+        efficient.gains(runs[runs.start == "centroid"], tolerance=0.5)
+
+
+def test_grid_and_its_errors():
+    config = {"datasets": {"a": {}, "b": {}, "c": {}}, "families": {"g": ["a", "b", "c"]}, "finetune": {"seeds": [1, 2]},
+              "centroid": {"group": "g", "targets": ["b"], "starts": ["pretrained", "centroid"], "shots": ["full", 10],
+                           "seeds": None}}
+    assert efficient.grid(config) == [("b", s, n, seed) for s in ("pretrained", "centroid") for n in ("full", "10")
+                                      for seed in (1, 2)]
+    for key, value, message in [("group", "nope", "key 'centroid.group' is 'nope'"),
+                                ("targets", ["z"], "key 'centroid.targets' names 'z'"),
+                                ("starts", ["centroid", "ties"], "must include 'pretrained'")]:
+        bad = copy.deepcopy(config)
+        bad["centroid"][key] = value
+        with pytest.raises(WeightspaceError, match=message):
+            efficient.grid(bad)

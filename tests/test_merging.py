@@ -1,0 +1,111 @@
+"""Lines between models: exact ends, exact symmetry, stable alpha names, the paper's alpha grids."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors import safe_open
+from transformers import AutoModelForSequenceClassification
+
+from weightspace.io import load_tensors
+from weightspace.merging import combine, format_alpha, interpolate, line_coefficients
+from weightspace.models import encoder_key_map, load_encoder
+from weightspace.region_plan import extrapolation_alphas, line_alphas
+
+from conftest import make_tiny_roberta
+
+
+@pytest.fixture(scope="module")
+def endpoints(tmp_path_factory):
+    """A tiny pretrained encoder and two "finetuned" classifiers moved away from it (one holds a -0.0)."""
+    tmp = tmp_path_factory.mktemp("merging")
+    base = make_tiny_roberta(tmp / "base")
+    ends = []
+    for i in (1, 2):
+        torch.manual_seed(i)
+        model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=2)
+        with torch.no_grad():
+            for p in model.roberta.parameters():
+                p.add_(0.01 * torch.randn_like(p))
+            model.roberta.embeddings.LayerNorm.bias[0] = -0.0
+        model.save_pretrained(tmp / f"ft{i}")
+        ends.append(tmp / f"ft{i}")
+    return tmp, base, ends
+
+
+def encoder_tensors(checkpoint, base) -> dict[str, torch.Tensor]:
+    """A checkpoint's encoder in the bare encoder's names (a missing pooler = the pretrained one)."""
+    pretrained = load_tensors(base / "model.safetensors")
+    with safe_open(str(checkpoint / "model.safetensors"), framework="pt") as f:
+        key_map = encoder_key_map(f.keys(), list(pretrained))
+        return {n: (f.get_tensor(k) if k else pretrained[n]) for n, k in key_map.items()}
+
+
+def bitwise_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a.view(torch.int32), b.view(torch.int32))
+
+
+@pytest.mark.parametrize("alpha, end", [(1, 0), (0, 1), (1.0, 0), (0.0, 1)])
+def test_alpha_one_and_zero_give_the_endpoints_bit_for_bit(endpoints, alpha, end):
+    tmp, base, ends = endpoints
+    out = tmp / f"line_{alpha}"
+    interpolate(ends[0], ends[1], alpha, base, out)
+    merged = load_tensors(out / "model.safetensors")
+    expected = encoder_tensors(ends[end], base)
+    assert merged.keys() == expected.keys()
+    assert all(bitwise_equal(merged[n], expected[n]) for n in merged)
+    # -0.0 survives (0 * w + w would have made it +0.0)
+    assert torch.signbit(merged["embeddings.LayerNorm.bias"][0])
+    assert load_encoder(out).config.hidden_size == 32
+
+
+@pytest.mark.parametrize("alpha", [0.1, 0.3, 0.7, 0.25, -0.47, -31, 3.17, 32, 0.5])
+def test_swapping_the_ends_with_one_minus_alpha_is_exact(endpoints, alpha):
+    tmp, base, ends = endpoints
+    interpolate(ends[0], ends[1], alpha, base, tmp / "ab")
+    interpolate(ends[1], ends[0], 1 - alpha, base, tmp / "ba")
+    ab, ba = load_tensors(tmp / "ab/model.safetensors"), load_tensors(tmp / "ba/model.safetensors")
+    assert all(bitwise_equal(ab[n], ba[n]) for n in ab)
+
+
+def test_a_line_point_is_the_weighted_sum(endpoints):
+    tmp, base, ends = endpoints
+    interpolate(ends[0], ends[1], 0.3, base, tmp / "p")
+    merged = load_tensors(tmp / "p/model.safetensors")
+    w1, w2 = encoder_tensors(ends[0], base), encoder_tensors(ends[1], base)
+    for name in merged:
+        torch.testing.assert_close(merged[name], 0.3 * w1[name] + 0.7 * w2[name], rtol=0, atol=1e-6)
+
+
+def test_line_coefficients_are_exact_decimals_and_reverse_under_one_minus_alpha():
+    for alpha in [0.1, 0.2, 0.3, 0.7, 0.9, -0.47, 3.17, -20.77, 21.77]:
+        c1, c2 = line_coefficients(alpha)
+        assert (c1, c2) == tuple(reversed(line_coefficients(1 - alpha)))
+        assert format_alpha(c1 + c2) == "1"
+    assert line_coefficients(0.1) == (0.1, 0.9)
+
+
+def test_format_alpha_names_each_coefficient_one_way():
+    assert [format_alpha(a) for a in (0, -0.0, 1, 0.1, 0.30000000000000004, 3.17, -31.0, 32, 0.25)] == [
+        "0", "0", "1", "0.1", "0.3", "3.17", "-31", "32", "0.25"]
+    assert format_alpha(1 - 0.7) == format_alpha(0.3)
+
+
+def test_the_paper_alpha_grids():
+    up = [1.47, 2.16, 3.17, 4.67, 6.86, 10.08, 14.81, 21.77, 32.0]
+    alphas = extrapolation_alphas(10, 32)
+    assert alphas == sorted(up + [round(1 - a, 2) for a in up])
+    assert min(alphas) == -31 and max(alphas) == 32
+    cfg = {"interpolation": [0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1], "extrapolation": {"steps": 10, "max": 32}}
+    grid = line_alphas(cfg, extrapolate=True)
+    assert len(grid) == 11 + 18 and grid[0] == -31 and grid[-1] == 32
+    assert len({format_alpha(a) for a in grid}) == len(grid)
+
+
+def test_combine_still_averages_models_for_centroids(endpoints):
+    tmp, base, ends = endpoints
+    combine(ends, [0.5, 0.5], base, tmp / "mean")
+    merged = load_tensors(tmp / "mean/model.safetensors")
+    w1, w2 = encoder_tensors(ends[0], base), encoder_tensors(ends[1], base)
+    name = "encoder.layer.0.attention.self.query.weight"
+    torch.testing.assert_close(merged[name], (w1[name] + w2[name]) / 2)

@@ -1,0 +1,172 @@
+"""Task vectors and the one-pass similarity: against the naive flatten-then-sklearn way."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics.pairwise import cosine_similarity, euclidean_distances
+from transformers import AutoConfig, AutoModelForSequenceClassification
+
+from conftest import make_tiny_roberta
+from weightspace.errors import WeightspaceError
+from weightspace.io import load_tensors
+from weightspace.models import save_model_dir
+from weightspace.similarity import Similarity, chunk_capacity, plan_chunks, stream_similarity
+from weightspace.taskvectors import task_vector
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """A tiny pretrained RoBERTa (bare, with pooler) and 4 'finetuned' classifiers made from it.
+
+    Each classifier moves every encoder weight by its own random direction plus a shared one
+    (so cosines differ from 0), and has a head for 2 or 3 labels.
+    """
+    tmp = tmp_path_factory.mktemp("tv")
+    base = make_tiny_roberta(tmp / "base")
+    shared = torch.Generator().manual_seed(99)
+    directions = {}
+    models = []
+    for i, labels in enumerate([2, 2, 3, 3]):
+        torch.manual_seed(i)
+        config = AutoConfig.from_pretrained(base, num_labels=labels)
+        model = AutoModelForSequenceClassification.from_pretrained(base, config=config)
+        gen = torch.Generator().manual_seed(100 + i)
+        with torch.no_grad():
+            for name, p in model.roberta.named_parameters():
+                if name not in directions:
+                    directions[name] = torch.randn(p.shape, generator=shared)
+                p.add_(0.01 * (directions[name] + torch.randn(p.shape, generator=gen)))
+        save_model_dir(model, tmp / f"ft{i}")
+        models.append(tmp / f"ft{i}")
+    return base, models
+
+
+def naive_vectors(base, models, with_dense_head=False) -> np.ndarray:
+    """Independently of the library: strip the checkpoint prefix, subtract, flatten, concatenate."""
+    pretrained = load_tensors(base / "model.safetensors")
+    rows = []
+    for model in models:
+        tuned = load_tensors(model / "model.safetensors")
+        parts = []
+        for name, w0 in pretrained.items():
+            if not w0.is_floating_point():
+                continue  # position_ids: a buffer, not a weight
+            w = tuned.get(f"roberta.{name}", w0)  # the unused pooler is not in the classifier
+            parts.append((w.double() - w0.double()).reshape(-1))
+        if with_dense_head:
+            parts += [tuned[k].double().reshape(-1) for k in ("classifier.dense.weight", "classifier.dense.bias")]
+        rows.append(torch.cat(parts).numpy())
+    return np.stack(rows)
+
+
+@pytest.mark.parametrize("memory_mb", [64, 0.002])  # whole tensors; and ~90 floats per model, slicing rows
+def test_streaming_matches_flatten_and_sklearn(checkpoints, memory_mb):
+    base, models = checkpoints
+    vectors = [task_vector(m, base, name=m.name) for m in models]
+    streamed = stream_similarity(vectors, memory_mb=memory_mb)
+    flat = naive_vectors(base, models)
+    assert vectors[0].numel == flat.shape[1]
+    np.testing.assert_allclose(streamed.cosine, cosine_similarity(flat), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(streamed.euclidean, euclidean_distances(flat), atol=1e-5, rtol=1e-6)
+    np.testing.assert_allclose(streamed.dot, flat @ flat.T, rtol=1e-5)
+    np.testing.assert_allclose(streamed.norms, np.linalg.norm(flat, axis=1), rtol=1e-5)
+    off = streamed.cosine[~np.eye(4, dtype=bool)]
+    assert 0.2 < off.min() and off.max() < 0.9  # the shared direction: real, non-trivial cosines
+
+
+def test_tiny_budget_forces_row_slices(checkpoints):
+    base, models = checkpoints
+    vectors = [task_vector(m, base) for m in models]
+    layout = list(vectors[0].entries)
+    capacity = chunk_capacity(len(vectors), 0.002)
+    chunks = plan_chunks(layout, capacity)
+    assert capacity * (len(vectors) + 2) * 4 <= 0.002 * 2**20  # float32 chunk, base slice, transfer buffer
+    # every chunk fits the budget unless it is a single row wider than the budget
+    for chunk in chunks:
+        width = sum(p.numel for p in chunk)
+        assert width <= capacity or (len(chunk) == 1 and chunk[0].stop - chunk[0].start == 1)
+    # every tensor is covered exactly once, in order, some of them in several slices
+    covered = {}
+    for piece in (p for c in chunks for p in c):
+        covered.setdefault(piece.index, []).append((piece.start, piece.stop))
+    assert sorted(covered) == list(range(len(layout)))
+    for index, spans in covered.items():
+        rows = layout[index].shape[0]
+        assert spans[0][0] == 0 and spans[-1][1] == rows
+        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+    assert any(len(spans) > 1 for spans in covered.values())
+    # the capacity shrinks as models are added: memory does not grow with them
+    assert chunk_capacity(40, 64) * 42 <= chunk_capacity(4, 64) * 6
+
+
+def test_task_vector_leaves_out_head_and_counts_unused_pooler_as_zero(checkpoints):
+    base, models = checkpoints
+    vector = task_vector(models[0], base)
+    names = [e.name for e in vector.entries]
+    assert "embeddings.position_ids" not in names and not any(n.startswith("classifier") for n in names)
+    pooler = vector.entry("pooler.dense.weight")
+    assert pooler.finetuned_key is None
+    tensors = dict(vector.tensors())
+    assert torch.count_nonzero(tensors["pooler.dense.weight"]) == 0
+    assert torch.count_nonzero(tensors["encoder.layer.0.attention.self.query.weight"]) > 0
+    assert vector.entry("encoder.layer.0.attention.self.query.weight").finetuned_key == \
+        "roberta.encoder.layer.0.attention.self.query.weight"
+
+
+def test_include_head_keeps_only_heads_of_one_shape(checkpoints):
+    base, models = checkpoints
+    vectors = [task_vector(m, base, include_head=True) for m in models]
+    streamed = stream_similarity(vectors, memory_mb=1)
+    flat = naive_vectors(base, models, with_dense_head=True)  # out_proj: 2 vs 3 labels, left out
+    np.testing.assert_allclose(streamed.cosine, cosine_similarity(flat), atol=1e-5)
+    # models 0 and 1 share out_proj's shape: for them alone it is compared too
+    pair = stream_similarity(vectors[:2], memory_mb=1)
+    assert pair.gram[0, 0] > streamed.gram[0, 0]
+
+
+def test_other_architecture_is_one_line_error(checkpoints, tmp_path):
+    base, models = checkpoints
+    from transformers import RobertaConfig, RobertaModel
+
+    other = RobertaModel(RobertaConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                       intermediate_size=32, max_position_embeddings=40))
+    save_model_dir(other, tmp_path / "other")
+    with pytest.raises(WeightspaceError, match="has shape"):
+        task_vector(models[0], tmp_path / "other")
+    vectors = [task_vector(models[0], base), task_vector(tmp_path / "other", tmp_path / "other")]
+    with pytest.raises(WeightspaceError, match="different tensors"):
+        stream_similarity(vectors)
+    with pytest.raises(WeightspaceError, match="file not found"):
+        task_vector(tmp_path / "missing", base)
+
+
+def test_long_form_round_trip(checkpoints):
+    base, models = checkpoints
+    similarity = stream_similarity([task_vector(m, base, name=m.name) for m in models])
+    df = similarity.long_form()
+    assert len(df) == 16 and list(df.columns) == ["model_a", "model_b", "cosine", "dot", "euclidean",
+                                                  "norm_a", "norm_b"]
+    back = Similarity.from_long_form(df.sample(frac=1, random_state=0))
+    assert back.names == [m.name for m in models]
+    np.testing.assert_array_equal(back.gram, similarity.gram)
+
+
+def test_similarity_rule_on_the_tiny_grid(tiny_run):
+    workdir, config = tiny_run
+    df = pd.read_parquet(workdir / "results/metrics/similarity/tiny.parquet")
+    models = [f"{d}/seed{s}" for d in ("tiny_sent", "tiny_topic", "tiny_pair") for s in (1, 2)]
+    assert sorted(df.model_a.unique()) == sorted(models) and len(df) == 36
+    sim = Similarity.from_long_form(df)
+    np.testing.assert_allclose(sim.cosine, sim.cosine.T)
+    # the rule's task vectors are those of the library on the same files
+    base = workdir / "results/models/pretrained/tiny"
+    flat = naive_vectors(base, [workdir / "results/models/finetuned" / m for m in sim.names])
+    np.testing.assert_allclose(sim.cosine, cosine_similarity(flat), atol=1e-5)
+    # same dataset, different seeds: more similar than models of different datasets
+    dataset = [n.split("/")[0] for n in sim.names]
+    same = [sim.cosine[i, j] for i in range(6) for j in range(6) if i != j and dataset[i] == dataset[j]]
+    other = [sim.cosine[i, j] for i in range(6) for j in range(6) if dataset[i] != dataset[j]]
+    assert np.mean(same) > 2 * np.mean(other)
+    log = (workdir / "logs/similarity/tiny.log").read_text()
+    assert "chunk 1/1" in log and "parameters per model/s" in log and "ETA" in log

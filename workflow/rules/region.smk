@@ -1,0 +1,198 @@
+# §3, §5, §6, App. E-G: the region between similarly finetuned models. On when the config has a
+# `region:` section. Every model the experiments evaluate has an id (weightspace.region_plan): its
+# weights are results/models/{id}/model.safetensors (derived ones are temp()), its linear-probe
+# losses results/metrics/probe/{id}.parquet (one row per target).
+if config.get("region") is not None:
+    from weightspace.region_plan import centroid_id
+    from weightspace.region_report import in_stats_paths
+
+    try:
+        REGION = region()
+    except WeightspaceError as err:
+        sys.exit(f"error: {err}")
+    REGION_CFG = config["region"]
+    PROBE_CFG = {
+        **REGION_CFG["probe"],
+        "max_length": REGION_CFG["probe"]["max_length"] or config["finetune"]["max_length"],
+    }
+    GRANULARITY = "|".join(map(re.escape, REGION.granularities)) or "(?!)"
+    NUMBER = r"-?\d+(?:\.\d+)?"
+
+    rule region_centroid:
+        conda:
+            "../../envs/weightspace.yaml"
+        input:
+            members=lambda w: [region_weights(m) for m in region_recipe(centroid_id(w.granularity, w.set)).sources],
+            base=f"{pretrained_dir()}/model.safetensors",
+        output:
+            weights=temp("results/models/region/{granularity}/centroid/{set}/model.safetensors"),
+            config=temp("results/models/region/{granularity}/centroid/{set}/config.json"),
+            stats="results/metrics/region/{granularity}/centroid/{set}.json",
+        params:
+            members=lambda w: list(region_recipe(centroid_id(w.granularity, w.set)).sources),
+        wildcard_constraints:
+            granularity=GRANULARITY,
+            set="|".join(map(re.escape, ["in", *DATASETS])),
+        log:
+            "logs/region/{granularity}/centroid/{set}.log",
+        script:
+            "../scripts/region_centroid.py"
+
+    rule merge:
+        conda:
+            "../../envs/weightspace.yaml"
+        input:
+            w1=lambda w: region_weights(line_ends(w)[0]),
+            w2=lambda w: region_weights(line_ends(w)[1]),
+            base=f"{pretrained_dir()}/model.safetensors",
+        output:
+            weights=temp("results/models/merged/{granularity}/{pair}/alpha{alpha}/model.safetensors"),
+            config=temp("results/models/merged/{granularity}/{pair}/alpha{alpha}/config.json"),
+        params:
+            ends=lambda w: list(line_ends(w)),
+        wildcard_constraints:
+            granularity=GRANULARITY,
+            pair=r"[^/]+",
+            alpha=NUMBER,
+        # One cluster job per pair: set `group-components` for "line_{granularity}_{pair}" in the profile.
+        group:
+            "line_{granularity}_{pair}"
+        log:
+            "logs/merge/{granularity}/{pair}/alpha{alpha}.log",
+        script:
+            "../scripts/merge.py"
+
+    rule hull_sample:
+        conda:
+            "../../envs/weightspace.yaml"
+        input:
+            members=lambda w: [region_weights(m) for m in region_recipe(f"region/{w.granularity}/hull/sample{w.sample}").sources],
+            base=f"{pretrained_dir()}/model.safetensors",
+        output:
+            weights=temp("results/models/region/{granularity}/hull/sample{sample}/model.safetensors"),
+            config=temp("results/models/region/{granularity}/hull/sample{sample}/config.json"),
+        params:
+            coefficients=lambda w: list(region_recipe(f"region/{w.granularity}/hull/sample{w.sample}").coefficients),
+        wildcard_constraints:
+            granularity=GRANULARITY,
+            sample=r"\d+",
+        log:
+            "logs/region/{granularity}/hull/sample{sample}.log",
+        script:
+            "../scripts/hull_sample.py"
+
+    rule perturbed:
+        conda:
+            "../../envs/weightspace.yaml"
+        input:
+            stats=lambda w: region_stats(region_recipe(f"region/{w.granularity}/perturbed/sample{w.sample}").stats),
+            base=f"{pretrained_dir()}/model.safetensors",
+        output:
+            weights=temp("results/models/region/{granularity}/perturbed/sample{sample}/model.safetensors"),
+            config=temp("results/models/region/{granularity}/perturbed/sample{sample}/config.json"),
+        params:
+            seed=lambda w: region_recipe(f"region/{w.granularity}/perturbed/sample{w.sample}").seed,
+        wildcard_constraints:
+            granularity=GRANULARITY,
+            sample=r"\d+",
+        log:
+            "logs/region/{granularity}/perturbed/sample{sample}.log",
+        script:
+            "../scripts/perturbed.py"
+
+    rule leave_centroid:
+        conda:
+            "../../envs/weightspace.yaml"
+        input:
+            centroid=lambda w: region_weights(centroid_id(w.granularity, "in")),
+            stats=lambda w: region_stats(centroid_id(w.granularity, "in")),
+            base=f"{pretrained_dir()}/model.safetensors",
+        output:
+            weights=temp("results/models/region/{granularity}/leave/{direction}/r{radius}/model.safetensors"),
+            config=temp("results/models/region/{granularity}/leave/{direction}/r{radius}/config.json"),
+        params:
+            seed=lambda w: region_recipe(f"region/{w.granularity}/leave/{w.direction}/r{w.radius}").seed,
+            radius=lambda w: float(w.radius),
+        wildcard_constraints:
+            granularity=GRANULARITY,
+            direction=r"pretrained|random\d+",
+            radius=NUMBER,
+        log:
+            "logs/region/{granularity}/leave/{direction}/r{radius}.log",
+        script:
+            "../scripts/leave_centroid.py"
+
+    rule probe:
+        conda:
+            "../../envs/weightspace.yaml"
+        input:
+            weights=lambda w: region_weights(probed_model(w)),
+            config=lambda w: f"results/models/{probed_model(w)}/config.json",
+            base=f"{pretrained_dir()}/model.safetensors",
+            data=probe_data,
+        output:
+            probe_result("{model}"),
+        params:
+            model=probed_model,
+            data_dirs=lambda w: {t: str(Path(data_files(t)["meta"]).parent) for t in probe_targets(w)},
+            cfg=PROBE_CFG,
+            device=config["device"],
+            trust_remote_code=config["trust_remote_code"],
+        wildcard_constraints:
+            model=r"(?!merged/).+",
+        threads: REGION_CFG["threads"]
+        resources:
+            runtime=gpu_runtime(1 / 3),
+        log:
+            "logs/probe/{model}.log",
+        script:
+            "../scripts/probe.py"
+
+    use rule probe as probe_line with:
+        output:
+            probe_result("merged/{granularity}/{pair}/alpha{alpha}"),
+        wildcard_constraints:
+            granularity=GRANULARITY,
+            pair=r"[^/]+",
+            alpha=NUMBER,
+        group:
+            "line_{granularity}_{pair}"
+        log:
+            "logs/probe/merged/{granularity}/{pair}/alpha{alpha}.log",
+
+    rule region_tables:
+        conda:
+            "../../envs/weightspace.yaml"
+        input:
+            probes=[probe_result(m) for m in REGION.probe_ids()],
+            stats=list(in_stats_paths(REGION).values()),
+        output:
+            losses="results/tables/region_losses.parquet",
+            models="results/tables/region_models.parquet",
+            pb="results/tables/pb.parquet",
+            pb_md="results/tables/pb.md",
+            lines="results/tables/lines.parquet",
+            leave="results/tables/leave_centroid.parquet",
+        log:
+            "logs/tables/region.log",
+        localrule: True
+        script:
+            "../scripts/region_tables.py"
+
+    rule region_plots:
+        conda:
+            "../../envs/weightspace.yaml"
+        input:
+            models="results/tables/region_models.parquet",
+            lines="results/tables/lines.parquet",
+            leave="results/tables/leave_centroid.parquet",
+        output:
+            interpolation="results/plots/interpolation.png",
+            extrapolation="results/plots/extrapolation.png",
+            distributions="results/plots/loss_distributions.png",
+            leave="results/plots/leave_centroid.png",
+        log:
+            "logs/plots/region.log",
+        localrule: True
+        script:
+            "../scripts/region_plots.py"

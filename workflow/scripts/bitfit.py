@@ -1,0 +1,24 @@
+from pathlib import Path
+
+from weightspace.efficient import efficient_finetune
+from weightspace.models import torch_device
+from weightspace.workflow import run
+
+w = snakemake.wildcards
+run(
+    snakemake,
+    lambda: efficient_finetune(
+        data_dir=Path(snakemake.input.meta).parent,
+        start_dir=Path(snakemake.input.start).parent,
+        tokenizer_dir=Path(snakemake.input.base).parent,
+        metrics_path=snakemake.output.metrics,
+        target=w.target,
+        start=w.start,
+        shots=w.shots,
+        seed=int(w.seed),
+        settings=snakemake.params.settings,
+        finetune_cfg=snakemake.params.finetune,
+        device=torch_device(snakemake.params.device),
+        trust_remote_code=snakemake.params.trust_remote_code,
+    ),
+)

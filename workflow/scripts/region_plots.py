@@ -1,0 +1,16 @@
+from weightspace import plots
+from weightspace.io import read_parquet
+from weightspace.workflow import run
+
+out = snakemake.output
+
+
+def main():
+    lines = read_parquet(snakemake.input.lines)
+    plots.region_lines(lines, out.interpolation)
+    plots.region_lines(lines, out.extrapolation, extrapolation=True)
+    plots.region_loss_distributions(read_parquet(snakemake.input.models), out.distributions)
+    plots.region_leave(read_parquet(snakemake.input.leave), out.leave)
+
+
+run(snakemake, main)

@@ -1,0 +1,11 @@
+from weightspace.region_plan import region_plan
+from weightspace.region_report import in_stats_paths, region_tables
+from weightspace.workflow import run
+
+
+def main():
+    plan = region_plan(snakemake.config)
+    region_tables(plan, snakemake.input.probes, in_stats_paths(plan), dict(snakemake.output.items()))
+
+
+run(snakemake, main)
