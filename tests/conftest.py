@@ -82,8 +82,8 @@ def make_tiny_roberta(folder: Path, seed: int = 0) -> Path:
     tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
                                         pad_token="<pad>", mask_token="<mask>", cls_token="<s>", sep_token="</s>")
-    config = RobertaConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                           intermediate_size=64, max_position_embeddings=72, type_vocab_size=1, pad_token_id=1)
+    config = RobertaConfig(vocab_size=tok.get_vocab_size(), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                           intermediate_size=128, max_position_embeddings=72, type_vocab_size=1, pad_token_id=1)
     torch.manual_seed(seed)
     RobertaModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)

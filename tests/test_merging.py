@@ -56,7 +56,7 @@ def test_alpha_one_and_zero_give_the_endpoints_bit_for_bit(endpoints, alpha, end
     assert all(bitwise_equal(merged[n], expected[n]) for n in merged)
     # -0.0 survives (0 * w + w would have made it +0.0)
     assert torch.signbit(merged["embeddings.LayerNorm.bias"][0])
-    assert load_encoder(out).config.hidden_size == 32
+    assert load_encoder(out).config.hidden_size == 64
 
 
 @pytest.mark.parametrize("alpha", [0.1, 0.3, 0.7, 0.25, -0.47, -31, 3.17, 32, 0.5])

@@ -14,7 +14,7 @@ from typing import Callable
 
 import pandas as pd
 import torch
-from transformers import DataCollatorWithPadding, get_linear_schedule_with_warmup
+from transformers import DataCollatorWithPadding
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,10 @@ def train(
     total = math.ceil(steps_per_epoch * cfg["epochs"])
     if cfg.get("max_steps"):
         total = min(total, cfg["max_steps"])
+    # Imported here: it pulls in transformers.trainer_utils and peft (~3 s of CPU), which jobs that
+    # only encode or evaluate (probes) do not need.
+    from transformers import get_linear_schedule_with_warmup
+
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg["warmup_ratio"] * total), total)
     collate = DataCollatorWithPadding(tokenizer, return_tensors="pt")
     generator = torch.Generator().manual_seed(seed)
