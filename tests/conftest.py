@@ -97,6 +97,7 @@ def tiny_config(tmp: Path) -> dict:
         "datasets": make_tiny_datasets(tmp / "data"),
         "families": {"sentiment": ["tiny_sent"], "topic": ["tiny_topic", "tiny_pair"]},
         "data": {"max_test": 40},
+        "threads": 1,
         "finetune": {"seeds": [1, 2], "lr": 3e-3, "batch_size": 16, "eval_batch_size": 64, "epochs": 10,
                      "max_length": 32, "log_every": 5, "warmup_ratio": 0.1},
         # issue 5: BitFit from the pretrained model, the leave-one-out centroid and TIES, full and 40-shot

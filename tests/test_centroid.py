@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from conftest import ROOT
-from weightspace.centres import centroid, leave_one_out, task_arithmetic, ties_merge
+from weightspace.centres import centroid, task_arithmetic, ties_merge
+from weightspace.centroid_plan import leave_one_out
 from weightspace.errors import WeightspaceError
 from weightspace.io import load_tensors, save_tensors
 from weightspace.models import encoder_key_map

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, make_tiny_datasets
-from weightspace.data import prepare_dataset
+from weightspace.data import prepare_dataset, read_split
 from weightspace.errors import WeightspaceError
 
 DATA_CFG = {"max_train": None, "max_validation": 1000, "max_test": None, "validation_fraction": 0.1,
@@ -121,3 +121,11 @@ def test_demo_suite_datasets_load(tmp_path):
     for name in names:
         meta = prepare_dataset(name, {"source": "demo"}, {**DATA_CFG, "max_train": 2000}, tmp_path / name)
         assert meta["sizes"]["train"] >= 900 and meta["sizes"]["test"] >= 300, name
+
+
+def test_corrupt_prepared_split_is_one_line(tmp_path):
+    (tmp_path / "train.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(WeightspaceError) as err:
+        read_split(tmp_path, "train")
+    assert str(err.value).startswith(f"{tmp_path / 'train.parquet'}: not a readable parquet file (")
+    assert "\n" not in str(err.value)

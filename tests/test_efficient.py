@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from weightspace import efficient
+from weightspace import centroid_plan, efficient
 from weightspace.config import validated_config
 from weightspace.errors import WeightspaceError
 from weightspace.io import load_tensors
@@ -129,7 +129,7 @@ def test_grid_and_its_errors():
     config = {"datasets": {"a": {}, "b": {}, "c": {}}, "families": {"g": ["a", "b", "c"]}, "finetune": {"seeds": [1, 2]},
               "centroid": {"group": "g", "targets": ["b"], "starts": ["pretrained", "centroid"], "shots": ["full", 10],
                            "seeds": None}}
-    assert efficient.grid(config) == [("b", s, n, seed) for s in ("pretrained", "centroid") for n in ("full", "10")
+    assert centroid_plan.grid(config) == [("b", s, n, seed) for s in ("pretrained", "centroid") for n in ("full", "10")
                                       for seed in (1, 2)]
     for key, value, message in [("group", "nope", "key 'centroid.group' is 'nope'"),
                                 ("targets", ["z"], "key 'centroid.targets' names 'z'"),
@@ -137,4 +137,4 @@ def test_grid_and_its_errors():
         bad = copy.deepcopy(config)
         bad["centroid"][key] = value
         with pytest.raises(WeightspaceError, match=message):
-            efficient.grid(bad)
+            centroid_plan.grid(bad)

@@ -8,9 +8,9 @@ from safetensors import safe_open
 from transformers import AutoModelForSequenceClassification
 
 from weightspace.io import load_tensors
-from weightspace.merging import combine, format_alpha, interpolate, line_coefficients
+from weightspace.merging import combine, interpolate, line_coefficients
 from weightspace.models import encoder_key_map, load_encoder
-from weightspace.region_plan import extrapolation_alphas, line_alphas
+from weightspace.region_plan import extrapolation_alphas, format_alpha, line_alphas
 
 from conftest import make_tiny_roberta
 

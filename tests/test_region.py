@@ -15,9 +15,8 @@ from test_config import MINIMAL, SCHEMA
 from weightspace.config import validated_config
 from weightspace.errors import WeightspaceError
 from weightspace.io import load_tensors, read_json
-from weightspace.region import (dirichlet_coefficients, group_stats, hull_sample, leave_centroid, pb,
-                                perturbed_pretrained, xavier_direction)
-from weightspace.region_plan import region_plan
+from weightspace.region import group_stats, hull_sample, leave_centroid, pb, perturbed_pretrained, xavier_direction
+from weightspace.region_plan import dirichlet_coefficients, region_plan
 
 
 def test_pb_on_hand_made_losses():

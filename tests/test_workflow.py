@@ -73,3 +73,13 @@ def test_lint_is_clean():
 def _env():
     import os
     return {k: v for k, v in os.environ.items() if k != "PATH"} | {"PATH": os.environ["PATH"]}
+
+
+def test_planning_the_workflow_imports_no_torch():
+    """Every cluster job parses the Snakefile again: its planning code must not import torch,
+    transformers or peft (seconds of CPU per job)."""
+    code = ("import sys; import weightspace.config, weightspace.geometry, weightspace.region_plan, "
+            "weightspace.centroid_plan, weightspace.cluster; "
+            "print(sorted({'torch', 'transformers', 'peft'} & set(sys.modules)))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]"

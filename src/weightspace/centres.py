@@ -25,16 +25,6 @@ from .models import WEIGHTS, encoder_key_map
 CENTRES = ("centroid", "task_arithmetic", "ties")
 
 
-def leave_one_out(group: Sequence[str], target: str) -> list[str]:
-    """The datasets whose models form the target's centres: the group without the target."""
-    if target not in group:
-        raise WeightspaceError(f"centroid target '{target}' is not in the group ({', '.join(group)})")
-    others = [d for d in group if d != target]
-    if not others:
-        raise WeightspaceError(f"centroid target '{target}': the group has no other dataset to build a centre from")
-    return others
-
-
 def centroid(members: Mapping[str, Sequence], pretrained_dir, out_dir) -> None:
     """The mean encoder of every member model (all datasets, all seeds), as in the paper."""
     models = [m for seeds in members.values() for m in seeds]

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import WeightspaceError
-from .io import write_json, write_parquet
+from .io import read_parquet, write_json, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -211,4 +211,4 @@ def read_split(data_dir, split: str) -> pd.DataFrame:
     path = Path(data_dir) / f"{split}.parquet"
     if not path.exists():
         raise WeightspaceError(f"{path}: file not found (run the prepare_data rule)")
-    return pd.read_parquet(path)
+    return read_parquet(path)

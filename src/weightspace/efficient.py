@@ -53,44 +53,6 @@ PAPER = {
 PAPER_TOLERANCE = 0.1  # the largest |gain| the paper counts as a tie: its 9 / 2 / 1 from Table 2
 
 
-# --- the experiment's grid -------------------------------------------------------------------
-
-def group_datasets(config: dict) -> list[str]:
-    """The datasets whose models form the centres: a family of the config, or every dataset."""
-    group = config["centroid"]["group"]
-    if group is None:
-        return sorted(config["datasets"])
-    if group not in config.get("families", {}):
-        raise WeightspaceError(f"key 'centroid.group' is '{group}', expected one of the names under 'families' "
-                               f"({', '.join(sorted(config.get('families', {}))) or 'none defined'})")
-    return sorted(config["families"][group])
-
-
-def targets(config: dict) -> list[str]:
-    group = group_datasets(config)
-    chosen = config["centroid"]["targets"]
-    if chosen is None:
-        return group
-    for name in chosen:
-        if name not in group:
-            raise WeightspaceError(f"key 'centroid.targets' names '{name}', which is not in the group "
-                                   f"'{config['centroid']['group']}' ({', '.join(group)})")
-    return sorted(chosen)
-
-
-def seeds(config: dict) -> list[int]:
-    return config["centroid"]["seeds"] or config["finetune"]["seeds"]
-
-
-def grid(config: dict) -> list[tuple[str, str, str, int]]:
-    """Every (target, start, shots, seed) job of the config's centroid experiment."""
-    settings = config["centroid"]
-    if "pretrained" not in settings["starts"]:
-        raise WeightspaceError("key 'centroid.starts' must include 'pretrained': gains are measured against it")
-    return [(t, start, str(shots), seed) for t in targets(config) for start in settings["starts"]
-            for shots in settings["shots"] for seed in seeds(config)]
-
-
 # --- one job: a start point, a new head, efficient training ----------------------------------
 
 def bitfit_trainable(model) -> Callable[[str], bool]:

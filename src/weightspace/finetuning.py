@@ -82,8 +82,10 @@ def train(
         {"params": [p for n, p in params if not n.endswith(no_decay)], "weight_decay": cfg["weight_decay"]},
         {"params": [p for n, p in params if n.endswith(no_decay)], "weight_decay": 0.0},
     ]
+    # fused: one kernel for all parameters (on 2 CPU cores a third of MiniLM's step time otherwise)
     optimizer = torch.optim.AdamW(
-        [g for g in groups if g["params"]], lr=cfg["lr"], betas=tuple(cfg["adam_betas"]), eps=cfg["adam_eps"]
+        [g for g in groups if g["params"]], lr=cfg["lr"], betas=tuple(cfg["adam_betas"]), eps=cfg["adam_eps"],
+        fused=device.type in ("cpu", "cuda"),
     )
     steps_per_epoch = math.ceil(len(features) / cfg["batch_size"])
     total = math.ceil(steps_per_epoch * cfg["epochs"])

@@ -63,7 +63,10 @@ def read_json(path):
 def read_parquet(path) -> pd.DataFrame:
     if not Path(path).exists():
         raise WeightspaceError(f"{path}: file not found")
-    return pd.read_parquet(path)
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        raise WeightspaceError(f"{path}: not a readable parquet file ({str(err).splitlines()[0]})") from None
 
 
 def save_tensors(tensors: Mapping[str, torch.Tensor], path, metadata: Mapping[str, str] | None = None) -> None:

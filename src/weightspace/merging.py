@@ -17,8 +17,8 @@ from safetensors import safe_open
 from .errors import WeightspaceError
 from .io import save_tensors
 from .models import WEIGHTS, encoder_key_map
+from .region_plan import format_alpha
 
-ALPHA_DECIMALS = 4
 _DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
            "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
            "BOOL": torch.bool}
@@ -59,7 +59,7 @@ def line_coefficients(alpha) -> tuple[float, float]:
 
     In binary floating point 1 - (1 - a) != a (0.1 -> 0.09999999999999998); from the alpha's
     decimal text both coefficients are exact decimals, so line_coefficients(1 - a) is the reverse
-    of line_coefficients(a) for every alpha with at most ALPHA_DECIMALS decimals.
+    of line_coefficients(a) for every alpha with at most region_plan.ALPHA_DECIMALS decimals.
     """
     a = Decimal(format_alpha(alpha))
     return float(a), float(1 - a)
@@ -74,16 +74,6 @@ def interpolate(w1, w2, alpha, pretrained_dir, out_dir, metadata: dict | None = 
     """
     c1, c2 = line_coefficients(alpha)
     combine([w1, w2], [c1, c2], pretrained_dir, out_dir, metadata={"alpha": format_alpha(alpha), **(metadata or {})})
-
-
-def format_alpha(alpha) -> str:
-    """A coefficient as it appears in paths and tables: at most ALPHA_DECIMALS decimals, no -0.
-
-    0.1 -> '0.1', 3.17 -> '3.17', -31.0 -> '-31', 0.30000000000000004 -> '0.3'. One function for
-    every path so that a coefficient always names the same file.
-    """
-    text = f"{float(alpha):.{ALPHA_DECIMALS}f}".rstrip("0").rstrip(".")
-    return "0" if text in ("-0", "") else text
 
 
 def save_encoder(tensors: dict, pretrained_dir, out_dir, metadata: dict | None = None) -> None:

@@ -178,11 +178,14 @@ def region_lines(lines, path, extrapolation: bool = False) -> None:
         for end in (0, 1):
             ax.axvline(end, color="0.6", linewidth=0.6, zorder=0)
         if extrapolation:
-            from matplotlib.ticker import ScalarFormatter
+            from matplotlib.ticker import FormatStrFormatter
 
             ax.set_xscale("symlog", linthresh=1.0)
-            ax.xaxis.set_major_formatter(ScalarFormatter())
+            outside = sorted({a for a in part["alpha"] if a <= -1 or a >= 2})
+            ax.set_xticks([0, 1, *outside], [f"{a:g}" for a in (0, 1, *outside)], rotation=45, fontsize="small")
             ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))
+            ax.yaxis.set_minor_formatter(FormatStrFormatter("%.3g"))
         ax.set_xlabel("alpha  (w = alpha w1 + (1 - alpha) w2)")
         ax.set_ylabel("generalized loss (mean over targets)")
         ax.set_title(name)

@@ -28,17 +28,6 @@ from .taskvectors import task_vector
 FLOATING = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 
 
-def dirichlet_coefficients(n_models: int, n_samples: int, seed: int) -> np.ndarray:
-    """(n_samples, n_models) convex weights, each row a draw from Dirichlet(1, ..., 1).
-
-    Dirichlet(1, ..., 1) is the uniform distribution on the simplex, so the samples are uniform in
-    the convex hull's coefficient space (§5.2: "sampling |In| models uniformly from the region").
-    """
-    if n_models < 1 or n_samples < 1:
-        raise WeightspaceError(f"hull: needs at least one model and one sample (got {n_models} and {n_samples})")
-    return np.random.default_rng(seed).dirichlet(np.ones(n_models), size=n_samples)
-
-
 def hull_sample(members: Sequence, coefficients: Sequence[float], pretrained_dir, out_dir) -> None:
     """Write sum_i coefficients[i] * members[i] (one point of the convex hull of the members)."""
     if not math.isclose(sum(coefficients), 1.0, rel_tol=0, abs_tol=1e-9) or min(coefficients) < 0:

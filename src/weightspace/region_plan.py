@@ -23,9 +23,9 @@ from itertools import combinations, product
 import numpy as np
 
 from .errors import WeightspaceError
-from .merging import ALPHA_DECIMALS, format_alpha
-from .region import dirichlet_coefficients
 from .seeding import run_seed
+
+ALPHA_DECIMALS = 4
 
 ROLES = ("in", "hull", "ex", "line", "centroid_line", "leave")
 
@@ -226,3 +226,28 @@ def _datasets(names, datasets, where: str) -> list[str]:
         if d not in datasets:
             raise WeightspaceError(f"{where}: dataset '{d}' is not under 'datasets' (known: {', '.join(sorted(datasets))})")
     return list(dict.fromkeys(names))
+
+
+def format_alpha(alpha) -> str:
+    """A coefficient as it appears in paths and tables: at most ALPHA_DECIMALS decimals, no -0.
+
+    0.1 -> '0.1', 3.17 -> '3.17', -31.0 -> '-31', 0.30000000000000004 -> '0.3'. One function for
+    every path so that a coefficient always names the same file.
+    """
+    text = f"{float(alpha):.{ALPHA_DECIMALS}f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def dirichlet_coefficients(n_models: int, n_samples: int, seed: int) -> np.ndarray:
+    """(n_samples, n_models) convex weights, each row a draw from Dirichlet(1, ..., 1).
+
+    Dirichlet(1, ..., 1) is the uniform distribution on the simplex, so the samples are uniform in
+    the convex hull's coefficient space (§5.2: "sampling |In| models uniformly from the region").
+    """
+    if n_models < 1 or n_samples < 1:
+        raise WeightspaceError(f"hull: needs at least one model and one sample (got {n_models} and {n_samples})")
+    return np.random.default_rng(seed).dirichlet(np.ones(n_models), size=n_samples)
+
+
+def in_stats_paths(plan: Plan) -> dict[str, str]:
+    return {g: f"results/metrics/{centroid_id(g, 'in')}.json" for g in plan.granularities}

@@ -153,7 +153,3 @@ def region_tables(plan: Plan, probe_paths, stats_paths: dict[str, Path], out: di
         write_parquet(df, out[name])
     write_text(pb_markdown(tables["pb"]), out["pb_md"])
     return tables
-
-
-def in_stats_paths(plan: Plan) -> dict[str, str]:
-    return {g: f"results/metrics/{centroid_id(g, 'in')}.json" for g in plan.granularities}

@@ -7,7 +7,6 @@ import os
 import random
 
 import numpy as np
-import torch
 
 
 def run_seed(dataset: str, seed: int, mode: str = "derived") -> int:
@@ -23,6 +22,8 @@ def run_seed(dataset: str, seed: int, mode: str = "derived") -> int:
 
 
 def seed_everything(seed: int) -> None:
+    import torch  # here, not at the top: run_seed is used while the Snakefile is parsed
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

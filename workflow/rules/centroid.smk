@@ -2,11 +2,11 @@
 # On when the config has a `centroid:` section. Helpers: centroid_members, efficient_start and
 # efficient_metrics in common.smk.
 if config.get("centroid") is not None:
-    from weightspace import efficient
+    from weightspace import centroid_plan
 
     try:
-        CENTROID_GRID = efficient.grid(config)
-        CENTROID_GROUP = "|".join(map(re.escape, efficient.group_datasets(config)))
+        CENTROID_GRID = centroid_plan.grid(config)
+        CENTROID_GROUP = "|".join(map(re.escape, centroid_plan.group_datasets(config)))
     except WeightspaceError as err:
         sys.exit(f"error: {err}")
 
@@ -70,7 +70,7 @@ if config.get("centroid") is not None:
             target=CENTROID_GROUP,
             start="pretrained|centroid|task_arithmetic|ties",
             shots=r"full|\d+",
-        threads: 4
+        threads: config["threads"]
         resources:
             # an upper bound for few-shot runs: the estimate counts the full training set
             runtime=gpu_runtime(config["centroid"]["train"]["epochs"] or config["finetune"]["epochs"]),

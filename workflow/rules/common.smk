@@ -90,8 +90,7 @@ def geometry_models(experiment):
 
 def centroid_members(target):
     """Weights of the models finetuned on the centroid group's other datasets, by dataset (issue 5)."""
-    from weightspace.centres import leave_one_out
-    from weightspace.efficient import group_datasets
+    from weightspace.centroid_plan import group_datasets, leave_one_out
 
     others = leave_one_out(group_datasets(config), target)
     return {d: [finetuned_weights(d, s) for s in SEEDS] for d in others}

@@ -12,7 +12,7 @@ rule finetune:
         cfg=config["finetune"],
         device=config["device"],
         trust_remote_code=config["trust_remote_code"],
-    threads: 4
+    threads: config["threads"]
     resources:
         runtime=gpu_runtime(config["finetune"]["epochs"]),
     log:

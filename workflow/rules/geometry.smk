@@ -28,7 +28,7 @@ if config.get("geometry") is not None:
             max_train=lambda w: int(w.size),
         wildcard_constraints:
             size=r"\d+",
-        threads: 4
+        threads: config["threads"]
         resources:
             runtime=gpu_runtime(config["finetune"]["epochs"]),
         log:
@@ -50,7 +50,7 @@ if config.get("geometry") is not None:
             cfg=config["finetune"],
             device=config["device"],
             trust_remote_code=config["trust_remote_code"],
-        threads: 4
+        threads: config["threads"]
         resources:
             runtime=gpu_runtime(config["finetune"]["epochs"]),
         log:

@@ -4,7 +4,7 @@
 # losses results/metrics/probe/{id}.parquet (one row per target).
 if config.get("region") is not None:
     from weightspace.region_plan import centroid_id
-    from weightspace.region_report import in_stats_paths
+    from weightspace.region_plan import in_stats_paths
 
     try:
         REGION = region()

@@ -1,5 +1,6 @@
 from weightspace.region_plan import region_plan
-from weightspace.region_report import in_stats_paths, region_tables
+from weightspace.region_plan import in_stats_paths
+from weightspace.region_report import region_tables
 from weightspace.workflow import run
 
 
