@@ -9,7 +9,6 @@ model's naming, so `models.load_classifier` puts a new head on it.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -18,9 +17,9 @@ from peft.utils.merge_utils import ties
 from safetensors import safe_open
 
 from .errors import WeightspaceError
-from .io import save_tensors
-from .merging import combine
+from .merging import combine, save_encoder
 from .models import WEIGHTS, encoder_key_map
+from .taskvectors import weights_file
 
 CENTRES = ("centroid", "task_arithmetic", "ties")
 
@@ -56,7 +55,7 @@ def ties_merge(members: Mapping[str, Sequence], pretrained_dir, out_dir, density
     pretrained_dir = Path(pretrained_dir)
     with safe_open(str(pretrained_dir / WEIGHTS), framework="pt") as base:
         names = list(base.keys())
-        groups = [[safe_open(str(_weights(m)), framework="pt") for m in seeds] for seeds in members.values()]
+        groups = [[safe_open(str(weights_file(m)), framework="pt") for m in seeds] for seeds in members.values()]
         maps = [[encoder_key_map(h.keys(), names) for h in handles] for handles in groups]
         merged = {}
         for name in names:
@@ -67,16 +66,8 @@ def ties_merge(members: Mapping[str, Sequence], pretrained_dir, out_dir, density
                 for handles, key_maps in zip(groups, maps)
             ]
             merged[name] = (start + scale * ties(vectors, torch.ones(len(vectors)), density)).to(w0.dtype)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(pretrained_dir / "config.json", out_dir / "config.json")
-    save_tensors(merged, out_dir / WEIGHTS, metadata={"centre": "ties", "density": str(density),
-                                                      "scale": str(scale), "datasets": ",".join(members)})
-
-
-def _weights(model) -> Path:
-    path = Path(model)
-    return path if path.suffix == ".safetensors" else path / WEIGHTS
+    save_encoder(merged, pretrained_dir, out_dir,
+                 metadata={"centre": "ties", "density": density, "scale": scale, "datasets": ",".join(members)})
 
 
 def _tensor(handle, key: str | None, pretrained: torch.Tensor) -> torch.Tensor:

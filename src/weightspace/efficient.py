@@ -22,8 +22,9 @@ from peft import LoraConfig, TaskType, get_peft_model
 from .centres import CENTRES
 from .data import read_split, subsample
 from .errors import WeightspaceError
-from .finetuning import _device_name, encode, evaluate, train
-from .io import read_json, read_parquet, write_parquet, write_text
+from .finetuning import _device_name, train_and_test
+from .io import read_json, write_parquet, write_text
+from .metrics import gather
 from .models import load_classifier, load_tokenizer
 from .seeding import run_seed, seed_everything
 
@@ -124,14 +125,10 @@ def train_from_start(data_dir, start_dir, tokenizer_dir, target: str, shots, see
     model, trainable = efficient_model(start_dir, meta["num_labels"], settings, trust_remote_code)
     n_trainable = sum(p.numel() for n, p in model.named_parameters() if trainable(n))
     n_total = sum(p.numel() for p in model.parameters())
-    features = encode(train_df, tokenizer, cfg["max_length"])
-    test_features = encode(read_split(data_dir, "test"), tokenizer, cfg["max_length"])
     log.info("%s from %s on %s (%s shots: %d of %d examples), seed %d (torch seed %d), %d of %d parameters "
-             "trainable, device %s", settings["method"], start_dir, target, shots, len(features), len(full_train),
+             "trainable, device %s", settings["method"], start_dir, target, shots, len(train_df), len(full_train),
              seed, torch_seed, n_trainable, n_total, device)
-    result = train(model, features, tokenizer, cfg, torch_seed, device, trainable=trainable)
-    scores = evaluate(model, test_features, tokenizer, cfg["eval_batch_size"], device)
-    log.info("test accuracy %.4f  loss %.4f  (%d examples)", scores["accuracy"], scores["loss"], scores["n"])
+    result, scores = train_and_test(model, tokenizer, train_df, data_dir, cfg, torch_seed, device, trainable)
     row = {
         "target": target,
         "method": settings["method"],
@@ -139,7 +136,7 @@ def train_from_start(data_dir, start_dir, tokenizer_dir, target: str, shots, see
         "seed": seed,
         "torch_seed": torch_seed,
         "num_labels": meta["num_labels"],
-        "train_size": len(features),
+        "train_size": len(train_df),
         "full_train_size": len(full_train),
         "test_size": scores["n"],
         "test_accuracy": scores["accuracy"],
@@ -252,7 +249,7 @@ def _count(n: int, word: str) -> str:
 
 def centroid_table(metric_paths, table_path, markdown_path, tolerance: float) -> pd.DataFrame:
     """Gather the job metrics into results/tables/centroid.{parquet,md}."""
-    runs = pd.concat([read_parquet(p) for p in metric_paths], ignore_index=True)
+    runs = gather(metric_paths)
     table = gains(runs, tolerance)
     write_parquet(table, table_path)
     write_text(markdown(table, tolerance), markdown_path)

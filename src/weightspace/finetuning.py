@@ -160,6 +160,18 @@ class Progress:
         )
 
 
+def train_and_test(model, tokenizer, train_df: pd.DataFrame, data_dir, cfg: dict, seed: int, device: torch.device,
+                   trainable: Callable[[str], bool] | None = None) -> tuple[TrainResult, dict]:
+    """Train on `train_df`, then score on the prepared test split of `data_dir` (logged)."""
+    from .data import read_split
+
+    result = train(model, encode(train_df, tokenizer, cfg["max_length"]), tokenizer, cfg, seed, device, trainable)
+    test_features = encode(read_split(data_dir, "test"), tokenizer, cfg["max_length"])
+    scores = evaluate(model, test_features, tokenizer, cfg["eval_batch_size"], device)
+    log.info("test accuracy %.4f  loss %.4f  (%d examples)", scores["accuracy"], scores["loss"], scores["n"])
+    return result, scores
+
+
 def _hms(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
@@ -188,20 +200,16 @@ def finetune(data_dir, base_dir, out_dir, metrics_path, dataset: str, seed: int,
         if max_train > len(train_split):
             log.warning("max_train %d: %s has only %d training examples, all used", max_train, dataset, len(train_split))
         train_split = nested_subsample(train_split, max_train)
-    train_features = encode(train_split, tokenizer, cfg["max_length"])
-    test_features = encode(read_split(data_dir, "test"), tokenizer, cfg["max_length"])
     log.info("finetune %s seed %d (torch seed %d) on %d examples, device %s",
-             dataset, seed, torch_seed, len(train_features), device)
-    result = train(model, train_features, tokenizer, cfg, torch_seed, device)
-    scores = evaluate(model, test_features, tokenizer, cfg["eval_batch_size"], device)
-    log.info("test accuracy %.4f  loss %.4f  (%d examples)", scores["accuracy"], scores["loss"], scores["n"])
+             dataset, seed, torch_seed, len(train_split), device)
+    result, scores = train_and_test(model, tokenizer, train_split, data_dir, cfg, torch_seed, device)
     save_model_dir(model.cpu(), out_dir)
     row = {
         "dataset": dataset,
         "seed": seed,
         "torch_seed": torch_seed,
         "num_labels": meta["num_labels"],
-        "train_size": len(train_features),
+        "train_size": len(train_split),
         "test_size": scores["n"],
         "test_accuracy": scores["accuracy"],
         "test_loss": scores["loss"],

@@ -236,9 +236,10 @@ def clustering_table(summary_paths, table_path, markdown_path):
 
     import pandas as pd
 
-    from .io import read_parquet, write_parquet, write_text
+    from .io import write_parquet, write_text
+    from .metrics import gather
 
-    rows = pd.concat([read_parquet(p) for p in summary_paths], ignore_index=True)
+    rows = gather(summary_paths)
     write_parquet(rows, table_path)
     cos = rows[rows.metric == "cosine"].set_index(["experiment", "granularity"])
     euc = rows[rows.metric == "euclidean"].set_index(["experiment", "granularity"])

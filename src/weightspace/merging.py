@@ -18,6 +18,7 @@ from .errors import WeightspaceError
 from .io import save_tensors
 from .models import WEIGHTS, encoder_key_map
 from .region_plan import format_alpha
+from .taskvectors import weights_file
 
 _DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
            "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
@@ -38,7 +39,7 @@ def combine(checkpoints: Sequence, coefficients: Sequence[float], pretrained_dir
     # (0 * w would turn a stored -0.0 into +0.0), and the file is not read at all.
     used = [(c, k) for c, k in zip(checkpoints, coefficients) if k != 0] or [(checkpoints[0], 0.0)]
     pretrained_dir = Path(pretrained_dir)
-    files = [_weights_file(c) for c, _ in used]
+    files = [weights_file(c) for c, _ in used]
     with safe_open(str(pretrained_dir / WEIGHTS), framework="pt") as base:
         names = list(base.keys())
         handles = [safe_open(str(f), framework="pt") for f in files]
@@ -82,8 +83,3 @@ def save_encoder(tensors: dict, pretrained_dir, out_dir, metadata: dict | None =
     out_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(Path(pretrained_dir) / "config.json", out_dir / "config.json")
     save_tensors(tensors, out_dir / WEIGHTS, metadata={k: str(v) for k, v in (metadata or {}).items()})
-
-
-def _weights_file(checkpoint) -> Path:
-    path = Path(checkpoint)
-    return path if path.suffix == ".safetensors" else path / WEIGHTS

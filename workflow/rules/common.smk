@@ -76,6 +76,7 @@ def gpu_runtime(passes):
     return runtime
 
 
+@functools.cache
 def geometry_models(experiment):
     """The models of a `geometry` experiment (issue 3): records, finetuned and pretrained weights."""
     from weightspace.geometry import experiment_members
