@@ -1,7 +1,7 @@
 """The generalized loss: our probe (features once + a convex fit) vs the naive way.
 
 - probe: weightspace.probing.probe - one forward pass over the target's train and test examples
-  under no_grad, then sklearn's logistic regression (L-BFGS) on the cached features;
+  under no_grad, then sklearn's cross-validated logistic regression (L-BFGS) on the cached features;
 - naive: a linear head on the frozen encoder trained by minibatch gradient descent (AdamW), the
   examples going through the encoder again in every epoch, the test loss measured after each
   epoch; stopped at the first epoch whose test loss is at or below the probe's, or after
@@ -120,7 +120,7 @@ def main(out_dir) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = _data(Path(tmp) / "data", n_train, n_test)
         cfg = {"max_train": n_train, "max_test": n_test, "sample_seed": 0, "batch_size": 64, "max_length": 64,
-               "C": 1.0, "max_iter": 1000}
+               "C": None, "C_grid": None, "cv_folds": 5, "max_iter": 1000}
         device = torch.device("cpu")
         start = time.perf_counter()
         ours = probe(model_dir, model_dir, {"target": data_dir}, cfg, device).iloc[0]

@@ -100,12 +100,12 @@ def tiny_config(tmp: Path) -> dict:
         "threads": 1,
         "finetune": {"seeds": [1, 2], "lr": 3e-3, "batch_size": 16, "eval_batch_size": 64, "epochs": 10,
                      "max_length": 32, "log_every": 5, "warmup_ratio": 0.1},
-        # issue 5: BitFit from the pretrained model, the leave-one-out centroid and TIES, full and 40-shot
+        # BitFit from the pretrained model, the leave-one-out centroid and TIES, full and 40-shot
         "centroid": {"group": None, "targets": ["tiny_topic"], "starts": ["pretrained", "centroid", "ties"],
                      "shots": ["full", 40], "seeds": [1], "train": {"lr": 1e-2, "epochs": 10}},
-        # issue 3: task-vector similarity of the grid's models, clustered by dataset and by family
+        # task-vector similarity of the grid's models, clustered by dataset and by family
         "geometry": {"experiments": {"tiny": {"families": ["sentiment", "topic"], "group_by": ["dataset", "family"]}}},
-        # issue 4: the region - probes, lines (alphas -1, 0, 0.5, 1, 2), hull, exterior, PB, leaving the centroid
+        # the region - probes, lines (alphas -1, 0, 0.5, 1, 2), hull, exterior, PB, leaving the centroid
         "region": {
             "probe": {"max_train": 100, "batch_size": 64}, "threads": 1,
             "interpolation": [0, 0.5, 1], "extrapolation": {"steps": 2, "max": 2},

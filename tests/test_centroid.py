@@ -1,4 +1,4 @@
-"""Issue 5: the leave-one-dataset-out centres and the centroid experiment, end to end on the tiny run."""
+"""The leave-one-dataset-out centres and the centroid experiment, end to end on the tiny run."""
 
 import json
 import subprocess

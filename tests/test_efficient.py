@@ -1,4 +1,4 @@
-"""Issue 5: BitFit and LoRA from a start point, and the gains table (paper Tables 2 and 3)."""
+"""BitFit and LoRA from a start point, and the gains table (paper Tables 2 and 3)."""
 
 import copy
 
@@ -108,7 +108,7 @@ def test_gains_reproduce_the_papers_tables(kind):
     shots = table.shots.iloc[0]
     assert efficient.outcome_counts(table, shots, "centroid") == efficient.PAPER[kind]["wins_ties_losses"]
     assert round(table[table.start == "centroid"].gain.mean(), 2) == efficient.PAPER[kind]["mean_gain"]
-    md = efficient.markdown(table, efficient.PAPER_TOLERANCE)
+    md = efficient.markdown(table, _paper_runs(kind), efficient.PAPER_TOLERANCE)
     assert "9 wins, 2 ties, 1 loss of 12 targets" in md and "paper gain (centroid)" in md
 
 
@@ -119,8 +119,17 @@ def test_gains_are_paired_by_seed_and_need_the_pretrained_start():
         [("pretrained", 1, 0.50), ("pretrained", 2, 0.70), ("centroid", 1, 0.60), ("centroid", 2, 0.70)]
     ])
     row = efficient.gains(runs, tolerance=0.5).set_index("start").loc["centroid"]
-    assert row.gain == pytest.approx(5.0) and row.gain_std == pytest.approx(50 ** 0.5) and row.outcome == "win"
-    assert efficient.gains(runs, tolerance=5.0).set_index("start").loc["centroid"].outcome == "tie"
+    assert row.gain == pytest.approx(5.0) and row.gain_std == pytest.approx(50 ** 0.5)
+    # gains of +10 and 0 points: the t interval over the two seeds holds 0, so it is a tie
+    assert row.gain_lo < 0 < row.gain_hi and row.outcome == "tie"
+    steady = pd.DataFrame([
+        {"shots": "full", "target": "t", "start": s, "seed": seed, "train_size": 1, "method": "bitfit",
+         "test_accuracy": 0.5 + seed / 100 + (gain if s == "centroid" else 0)}
+        for seed, gain in [(1, 0.09), (2, 0.10), (3, 0.11)] for s in ("pretrained", "centroid")
+    ])
+    row = efficient.gains(steady, tolerance=0.5).set_index("start").loc["centroid"]
+    assert row.seeds == 3 and row.gain == pytest.approx(10.0) and row.gain_lo > 0 and row.outcome == "win"
+    assert efficient.gains(steady, tolerance=20.0).set_index("start").loc["centroid"].outcome == "tie"
     with pytest.raises(WeightspaceError, match="no pretrained-start run"):
         efficient.gains(runs[runs.start == "centroid"], tolerance=0.5)
 

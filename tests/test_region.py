@@ -15,7 +15,10 @@ from test_config import MINIMAL, SCHEMA
 from weightspace.config import validated_config
 from weightspace.errors import WeightspaceError
 from weightspace.io import load_tensors, read_json
-from weightspace.region import group_stats, hull_sample, leave_centroid, pb, perturbed_pretrained, xavier_direction
+from weightspace.merging import interpolate
+from weightspace.models import encoder_with_tensors, load_encoder
+from weightspace.region import (group_stats, hull_sample, leave_centroid, pb, perturbed_pretrained, recipe_tensors,
+                                xavier_direction)
 from weightspace.region_plan import dirichlet_coefficients, region_plan
 
 
@@ -219,3 +222,33 @@ def test_workflow_leave_table_has_both_directions(tiny_run):
     kinds = set(leave[leave.granularity == "same_dataset"].kind)
     assert {"centroid", "pretrained", "random", "finetuned_source"} <= kinds
     assert np.isfinite(leave.loss_mean).all()
+
+
+def test_probe_jobs_build_derived_models_in_memory_as_the_writers_would(group):
+    """recipe_tensors (what a probe job scores) equals the model folder the matching writer saves."""
+    tmp, base, members, stats = group
+    files = [str(m / "model.safetensors") for m in members]
+    centroid = str(tmp / "centroid/model.safetensors")
+    cases = {
+        "merged": ({"kind": "merged", "sources": files[:2], "coefficients": [2.0]},
+                   lambda out: interpolate(members[0], members[1], 2.0, base, out)),
+        "hull": ({"kind": "hull", "sources": files, "coefficients": [0.2, 0.3, 0.5]},
+                 lambda out: hull_sample(members, [0.2, 0.3, 0.5], base, out)),
+        "perturbed": ({"kind": "perturbed", "sources": [], "coefficients": [], "stats": str(tmp / "stats.json"),
+                       "seed": 7}, lambda out: perturbed_pretrained(base, tmp / "stats.json", 7, out)),
+        "leave": ({"kind": "leave", "sources": [centroid], "coefficients": [2.0], "stats": str(tmp / "stats.json"),
+                   "seed": 3, "direction": "random1"},
+                  lambda out: leave_centroid(tmp / "centroid", base, tmp / "stats.json", "random1", 2.0, 3, out)),
+    }
+    x = torch.randint(5, 30, (2, 7))
+    for kind, (recipe, write) in cases.items():
+        built = recipe_tensors(recipe, base)
+        write(tmp / f"written_{kind}")
+        written = load_tensors(tmp / f"written_{kind}/model.safetensors")
+        assert built.keys() == written.keys() and all(torch.equal(built[n], written[n]) for n in built), kind
+        in_memory, on_disk = encoder_with_tensors(base, built).eval(), load_encoder(tmp / f"written_{kind}").eval()
+        with torch.no_grad():
+            assert torch.equal(in_memory(input_ids=x).last_hidden_state, on_disk(input_ids=x).last_hidden_state)
+    assert recipe_tensors({"kind": "finetuned", "sources": files[:1], "coefficients": []}, base) is None
+    with pytest.raises(WeightspaceError, match="unknown model kind"):
+        recipe_tensors({"kind": "mystery", "sources": [], "coefficients": []}, base)

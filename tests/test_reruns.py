@@ -34,7 +34,7 @@ def test_one_finetuned_model_needs_its_data_and_the_base(tiny_workspace, tmp_pat
     assert planned(tmp_path, config, target) == {"prepare_data": 1, "pretrained": 1, "finetune": 1}
 
 
-def test_one_point_of_one_line_needs_two_models_one_merge_one_probe(tiny_workspace, tmp_path):
+def test_one_point_of_one_line_needs_two_models_and_one_probe(tiny_workspace, tmp_path):
     _, config = tiny_workspace
     config = {**config, "region": REGION}
     plan = region_plan(validated_config(config, ROOT / "workflow/schemas/config.schema.yaml"))
@@ -43,7 +43,7 @@ def test_one_point_of_one_line_needs_two_models_one_merge_one_probe(tiny_workspa
     target = f"results/metrics/probe/merged/same_dataset/{pair}/alpha0.5.parquet"
     datasets = set(line.pair_targets[pair]) | {"tiny_sent"}
     assert planned(tmp_path, config, target) == {
-        "prepare_data": len(datasets), "pretrained": 1, "finetune": 2, "merge": 1, "probe_line": 1,
+        "prepare_data": len(datasets), "pretrained": 1, "finetune": 2, "probe_line": 1,
     }
 
 

@@ -63,6 +63,13 @@ def matched_groups(groups: Sequence[str], clusters: np.ndarray) -> dict[int, str
     return {int(cluster_ids[c]): names[r] for r, c in zip(rows, cols)}
 
 
+def matched_accuracy(groups: Sequence[str], clusters: np.ndarray) -> float:
+    """The share of models in the cluster matched one-to-one to their group (Hungarian)."""
+    _, _, table = _contingency([str(g) for g in groups], clusters)
+    rows, cols = linear_sum_assignment(-table)
+    return float(table[rows, cols].sum() / len(groups))
+
+
 def majority_groups(groups: Sequence[str], clusters: np.ndarray) -> dict[int, str]:
     """Cluster -> its most common group (ties: the group first in sorted order)."""
     out = {}
@@ -110,6 +117,26 @@ def cluster_euclidean(distance: np.ndarray, groups: Sequence[str], k: int | None
     _check_k(k, len(groups))
     clusters = spectral_clusters(gaussian_affinity(distance), k, seed)
     return clusters, {"k": k, **score(groups, clusters, distance)}
+
+
+def accuracy_over_states(affinity: np.ndarray, groups: Sequence[str], states: Sequence[int], k: int | None = None) -> list[float]:
+    """Hungarian accuracy of spectral clustering at each random state (its eigen-solver and discretisation start)."""
+    k = k or len(set(groups))
+    _check_k(k, len(groups))
+    return [matched_accuracy(groups, spectral_clusters(affinity, k, s)) for s in states]
+
+
+def chance_accuracy(groups: Sequence[str], clusters: np.ndarray, permutations: int = 1000, seed: int = 0,
+                    quantile: float = 0.95) -> float:
+    """The `quantile` of Hungarian accuracy when the groups are shuffled over the same clusters.
+
+    What an accuracy must exceed to say that the clusters follow the groups at all: with k groups
+    of a few models each, matching alone scores well above 1/k.
+    """
+    rng = np.random.default_rng(seed)
+    groups = np.asarray([str(g) for g in groups])
+    null = [matched_accuracy(rng.permutation(groups), clusters) for _ in range(permutations)]
+    return float(np.quantile(null, quantile))
 
 
 def _check_k(k: int, n: int) -> None:

@@ -23,6 +23,7 @@ from .centres import CENTRES
 from .data import read_split, subsample
 from .errors import WeightspaceError
 from .finetuning import _device_name, train_and_test
+from .intervals import clustered_mean_interval, format_interval, t_interval
 from .io import read_json, write_parquet, write_text
 from .metrics import gather
 from .models import load_classifier, load_tokenizer
@@ -172,11 +173,11 @@ def shots_order(shots: str) -> tuple[int, int]:
     return (0, 0) if shots == "full" else (1, int(shots))
 
 
-def gains(runs: pd.DataFrame, tolerance: float) -> pd.DataFrame:
-    """Per (shots, target, start): accuracy in %, and the gain over the pretrained start in points.
+def paired_gains(runs: pd.DataFrame) -> pd.DataFrame:
+    """Every run with accuracy in % and its gain over the pretrained start of the same (shots, target, seed).
 
-    The gain is paired by seed (same head init, data order and subset) and averaged over seeds;
-    |gain| <= tolerance is a tie.
+    The pair shares the head initialisation, the few-shot subset and the data order, so the gain
+    is a paired difference.
     """
     runs = runs.assign(accuracy=100 * runs["test_accuracy"])
     pretrained = runs[runs.start == "pretrained"].set_index(["shots", "target", "seed"])["accuracy"]
@@ -184,6 +185,16 @@ def gains(runs: pd.DataFrame, tolerance: float) -> pd.DataFrame:
     if missing:
         raise WeightspaceError(f"no pretrained-start run for (shots, target, seed) {sorted(missing)[0]}")
     runs["gain"] = runs["accuracy"].to_numpy() - pretrained.loc[list(zip(runs.shots, runs.target, runs.seed))].to_numpy()
+    return runs
+
+
+def gains(runs: pd.DataFrame, tolerance: float) -> pd.DataFrame:
+    """Per (shots, target, start): accuracy in %, and the gain over the pretrained start in points.
+
+    The gain is paired by seed and averaged over seeds, with a t interval over the seeds (none for
+    one seed). A tie is a gain within `tolerance` points or one whose interval holds zero.
+    """
+    runs = paired_gains(runs)
     table = (
         runs.groupby(["shots", "target", "start"])
         .agg(seeds=("seed", "nunique"), accuracy=("accuracy", "mean"), accuracy_std=("accuracy", "std"),
@@ -192,10 +203,22 @@ def gains(runs: pd.DataFrame, tolerance: float) -> pd.DataFrame:
         .reset_index()
         .fillna({"accuracy_std": 0.0, "gain_std": 0.0})
     )
-    table["outcome"] = np.select([table.start == "pretrained", table.gain > tolerance, table.gain < -tolerance],
-                                 [None, "win", "loss"], "tie")
+    bounds = runs.groupby(["shots", "target", "start"])["gain"].apply(lambda g: t_interval(g.to_numpy()))
+    table["gain_lo"] = [bounds[key][0] for key in zip(table.shots, table.target, table.start)]
+    table["gain_hi"] = [bounds[key][1] for key in zip(table.shots, table.target, table.start)]
+    tie = (table.gain.abs() <= tolerance) | ((table.gain_lo <= 0) & (table.gain_hi >= 0))
+    table["outcome"] = np.select([table.start == "pretrained", tie, table.gain > 0], [None, "tie", "win"], "loss")
     order = table.assign(_shots=table.shots.map(shots_order), _start=table.start.map(STARTS.index))
     return table.loc[order.sort_values(["_shots", "target", "_start"]).index].reset_index(drop=True)
+
+
+def mean_gain(runs: pd.DataFrame, shots: str, start: str) -> tuple[float, float, float]:
+    """The mean over targets of the mean gain over seeds, with its interval over targets and seeds."""
+    part = paired_gains(runs)
+    part = part[(part.shots == shots) & (part.start == start)]
+    by_target = [g.to_numpy() for _, g in part.groupby("target")["gain"]]
+    lo, hi = clustered_mean_interval(by_target)
+    return float(np.mean([g.mean() for g in by_target])), lo, hi
 
 
 def outcome_counts(table: pd.DataFrame, shots: str, start: str) -> tuple[int, int, int]:
@@ -203,13 +226,15 @@ def outcome_counts(table: pd.DataFrame, shots: str, start: str) -> tuple[int, in
     return tuple(int((rows.outcome == o).sum()) for o in ("win", "tie", "loss"))
 
 
-def markdown(table: pd.DataFrame, tolerance: float) -> str:
+def markdown(table: pd.DataFrame, runs: pd.DataFrame, tolerance: float) -> str:
     """The paper's Tables 2 and 3: one block per shots setting, rows = starts and gains."""
     method = "BitFit" if table.method.iloc[0] == "bitfit" else "LoRA"
+    seeds = int(table.seeds.min())
     lines = [f"# The centroid as a starting point ({method}; paper §7, App. H)", "",
-             f"Test accuracy (%) after {method} from each start, mean over seeds; gain = start - pretrained in "
-             f"points, paired by seed. A tie is |gain| <= {tolerance:g} points (the paper's Table 2 counts "
-             f"reproduce at {PAPER_TOLERANCE:g}).", ""]
+             f"Test accuracy (%) after {method} from each start, mean over {seeds} seed(s); gain = start - pretrained "
+             "in points, paired by seed, with its 95% t interval over seeds in brackets (none for one seed). A tie "
+             f"is |gain| <= {tolerance:g} points or an interval that holds 0 (the paper's Table 2 counts reproduce "
+             f"at {PAPER_TOLERANCE:g}). The mean gain's interval resamples targets and the seeds within them.", ""]
     for shots in sorted(table.shots.unique(), key=shots_order):
         part = table[table.shots == shots]
         datasets = sorted(part.target.unique())
@@ -218,28 +243,29 @@ def markdown(table: pd.DataFrame, tolerance: float) -> str:
         lines += [f"## {title} (paper: {paper['table']})", ""]
         rows = []
         for start in [s for s in STARTS if s in set(part.start)]:
-            by_target = part[part.start == start].set_index("target")
-            acc = by_target.accuracy.reindex(datasets)
-            rows.append([start, *acc.round(2), round(acc.mean(), 2)])
+            by_target = part[part.start == start].set_index("target").reindex(datasets)
+            rows.append([start, *(f"{a:.2f}" for a in by_target.accuracy), f"{by_target.accuracy.mean():.2f}"])
             if start != "pretrained":
-                gain = by_target.gain.reindex(datasets)
-                rows.append([f"gain ({start})", *gain.round(2), round(gain.mean(), 2)])
+                mean, lo, hi = mean_gain(runs, shots, start)
+                rows.append([f"gain ({start})", *(format_interval(g, a, b, 2) for g, a, b in
+                                                  zip(by_target.gain, by_target.gain_lo, by_target.gain_hi)),
+                             format_interval(mean, lo, hi, 2)])
         known = [d for d in datasets if d in paper["pretrained"]]
         if known:
-            rows.append(["paper gain (centroid)", *[round(paper["centroid"][d] - paper["pretrained"][d], 2)
-                                                    if d in known else None for d in datasets], paper["mean_gain"]])
-        lines += [pd.DataFrame(rows, columns=["start", *datasets, "mean"]).to_markdown(index=False, floatfmt=".2f"), ""]
+            rows.append(["paper gain (centroid)", *[f"{paper['centroid'][d] - paper['pretrained'][d]:.2f}"
+                                                    if d in known else "" for d in datasets], f"{paper['mean_gain']:.2f}"])
+        lines += [pd.DataFrame(rows, columns=["start", *datasets, "mean"]).to_markdown(index=False), ""]
         for start in [s for s in STARTS if s in set(part.start) and s != "pretrained"]:
             w, t, l = outcome_counts(table, shots, start)
-            mean_gain = part[part.start == start].gain.mean()
+            mean, lo, hi = mean_gain(runs, shots, start)
             lines.append(f"- {start} vs pretrained: {_count(w, 'win')}, {_count(t, 'tie')}, {_count(l, 'loss')} "
-                         f"of {w + t + l} targets; mean gain {mean_gain:+.2f} points.")
+                         f"of {w + t + l} targets; mean gain {format_interval(mean, lo, hi, 2)} points.")
         pw, pt, pl = paper["wins_ties_losses"]
         lines += [f"- Paper ({paper['table']}, roberta-base, 12 GLUE/SuperGLUE targets): centroid mean gain "
                   f"{paper['mean_gain']:+.2f} points; {_count(pw, 'win')}, {_count(pt, 'tie')}, {_count(pl, 'loss')}.",
                   ""]
-    seeds = int(table.seeds.max())
-    lines.append(f"{seeds} seed(s) per cell; training-set sizes and per-seed numbers are in centroid.parquet.")
+    lines.append(f"{seeds} seed(s) per cell; per-target numbers are in centroid.parquet, every run with its paired "
+                 "gain in centroid_runs.parquet.")
     return "\n".join(lines) + "\n"
 
 
@@ -247,12 +273,13 @@ def _count(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "es" if word.endswith("s") else "s")
 
 
-def centroid_table(metric_paths, table_path, markdown_path, tolerance: float) -> pd.DataFrame:
-    """Gather the job metrics into results/tables/centroid.{parquet,md}."""
+def centroid_table(metric_paths, table_path, runs_path, markdown_path, tolerance: float) -> pd.DataFrame:
+    """Gather the job metrics into results/tables/centroid.{parquet,md} and centroid_runs.parquet."""
     runs = gather(metric_paths)
     table = gains(runs, tolerance)
     write_parquet(table, table_path)
-    write_text(markdown(table, tolerance), markdown_path)
+    write_parquet(paired_gains(runs).drop(columns=["log_step", "log_train_loss"], errors="ignore"), runs_path)
+    write_text(markdown(table, runs, tolerance), markdown_path)
     for shots in sorted(table.shots.unique(), key=shots_order):
         w, t, l = outcome_counts(table, shots, "centroid") if "centroid" in set(table.start) else (0, 0, 0)
         log.info("shots %s: centroid %d wins, %d ties, %d losses", shots, w, t, l)

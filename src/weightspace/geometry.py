@@ -158,14 +158,21 @@ def similarity_step(members: list[dict], model_files, pretrained_files, out_path
 
 
 def cluster_step(similarity_path, members: list[dict], group_by: list[str], affinity: str, seed: int,
-                 summary_path, assignments_path) -> None:
-    """Cluster the models by cosine and by Euclidean distance for every grouping; score both."""
+                 states: int, summary_path, assignments_path, states_path) -> None:
+    """Cluster the models by cosine and by Euclidean distance for every grouping; score both.
+
+    The assignments are those of random state `seed`; the accuracy is also taken at `states`
+    random states (0, 1, ...) for its spread, and beside it the accuracy that shuffled groups reach.
+    """
     import json
     import logging
 
+    import numpy as np
     import pandas as pd
 
-    from .clustering import cluster_and_score, cluster_euclidean, majority_groups
+    from .clustering import (accuracy_over_states, chance_accuracy, cluster_and_score, cluster_euclidean,
+                             cosine_affinity, gaussian_affinity, majority_groups)
+    from .intervals import LEVEL
     from .io import read_parquet, write_parquet
     from .similarity import Similarity
 
@@ -177,7 +184,8 @@ def cluster_step(similarity_path, members: list[dict], group_by: list[str], affi
     if set(by_model) != set(similarity.names):
         raise WeightspaceError(f"{similarity_path}: holds other models than the experiment '{experiment}' (rerun similarity)")
     ordered = [by_model[n] for n in similarity.names]
-    summary, assignments = [], []
+    affinities = {"cosine": cosine_affinity(similarity.cosine, affinity), "euclidean": gaussian_affinity(similarity.euclidean)}
+    summary, assignments, spread = [], [], []
     for granularity in group_by:
         groups = [m.group(granularity) for m in ordered]
         runs = {
@@ -185,12 +193,20 @@ def cluster_step(similarity_path, members: list[dict], group_by: list[str], affi
             "euclidean": cluster_euclidean(similarity.euclidean, groups, seed=seed),
         }
         for metric, (clusters, result) in runs.items():
-            log.info("%s by %s, %s: k=%d accuracy %.3f purity %.3f", experiment, granularity, metric,
-                     result["k"], result["accuracy"], result["purity"])
+            accuracies = accuracy_over_states(affinities[metric], groups, range(states))
+            spread += [{"experiment": experiment, "granularity": granularity, "metric": metric, "state": i,
+                        "accuracy": a} for i, a in enumerate(accuracies)]
+            lo, hi = np.percentile(accuracies, [50 * (1 - LEVEL), 50 * (1 + LEVEL)])
+            chance = chance_accuracy(groups, clusters, seed=seed)
+            log.info("%s by %s, %s: k=%d accuracy %.3f (%.3f-%.3f over %d states; shuffled groups reach %.3f) "
+                     "purity %.3f", experiment, granularity, metric, result["k"], result["accuracy"], lo, hi, states,
+                     chance, result["purity"])
             summary.append({
                 "experiment": experiment, "granularity": granularity, "metric": metric,
                 "affinity": affinity if metric == "cosine" else "gaussian",
                 **{k: result[k] for k in ("models", "k", "accuracy", "purity", "silhouette_groups", "silhouette_clusters")},
+                "accuracy_mean": float(np.mean(accuracies)), "accuracy_lo": float(lo), "accuracy_hi": float(hi),
+                "states": states, "chance_accuracy": chance,
                 "f1_mean": float(sum(result["f1"].values()) / len(result["f1"])),
                 "f1": json.dumps(result["f1"]), "f1_majority": json.dumps(result["f1_majority"]),
             })
@@ -203,6 +219,7 @@ def cluster_step(similarity_path, members: list[dict], group_by: list[str], affi
                 })
     write_parquet(pd.DataFrame(summary), summary_path)
     write_parquet(pd.DataFrame(assignments), assignments_path)
+    write_parquet(pd.DataFrame(spread), states_path)
 
 
 def plots_step(similarity_path, assignments_path, tsne_path, heatmap_path, seed: int, perplexity: float) -> None:
@@ -236,6 +253,7 @@ def clustering_table(summary_paths, table_path, markdown_path):
 
     import pandas as pd
 
+    from .intervals import format_interval
     from .io import write_parquet, write_text
     from .metrics import gather
 
@@ -243,9 +261,15 @@ def clustering_table(summary_paths, table_path, markdown_path):
     write_parquet(rows, table_path)
     cos = rows[rows.metric == "cosine"].set_index(["experiment", "granularity"])
     euc = rows[rows.metric == "euclidean"].set_index(["experiment", "granularity"])
+
+    def spread(part):
+        return pd.Series([format_interval(100 * a, 100 * lo, 100 * hi) for a, lo, hi in
+                          zip(part.accuracy_mean, part.accuracy_lo, part.accuracy_hi)], index=part.index)
+
     shown = pd.DataFrame({
         "models": cos.models, "k": cos.k,
-        "accuracy (cosine)": cos.accuracy, "accuracy (euclidean)": euc.accuracy.reindex(cos.index),
+        "accuracy % (cosine)": spread(cos), "accuracy % (euclidean)": spread(euc).reindex(cos.index),
+        "shuffled groups %": (100 * cos.chance_accuracy).map("{:.1f}".format),
         "purity (cosine)": cos.purity,
         "silhouette (cosine)": cos.silhouette_groups,
         "silhouette (euclidean)": euc.silhouette_groups.reindex(cos.index),
@@ -255,8 +279,11 @@ def clustering_table(summary_paths, table_path, markdown_path):
         "# Clustering task vectors (paper §2.3, §4, App. B-D)", "",
         "Spectral clustering into k = the number of groups. Cosine: affinity from the cosine similarity "
         f"({rows.loc[rows.metric == 'cosine', 'affinity'].iloc[0]}); Euclidean: exp(-d^2 / (2 sigma^2)), sigma the "
-        "median distance. Accuracy: clusters matched one-to-one to groups (Hungarian); purity: each cluster "
-        "labelled with its most common group. Silhouette: of the true groups, under that distance.", "",
+        "median distance. Accuracy: clusters matched one-to-one to groups (Hungarian), the mean over "
+        f"{int(rows.states.iloc[0])} random states of the clustering with the 2.5-97.5% range over them in brackets; "
+        "shuffled groups: the 95th percentile of the accuracy when the groups are shuffled over the same "
+        "clusters (what an accuracy must beat to follow the groups at all). Purity: each cluster labelled with "
+        "its most common group. Silhouette: of the true groups, under that distance.", "",
         shown.to_markdown(index=False, floatfmt=".3f"), "",
         "## Per-group F1 (cosine; Hungarian matching, and in brackets by cluster majority as in Table 1)", "",
     ]

@@ -7,6 +7,7 @@ different coefficients. It streams tensor by tensor, so memory holds one tensor 
 from __future__ import annotations
 
 import shutil
+from contextlib import ExitStack
 from decimal import Decimal
 from pathlib import Path
 from typing import Sequence
@@ -25,13 +26,11 @@ _DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF
            "BOOL": torch.bool}
 
 
-def combine(checkpoints: Sequence, coefficients: Sequence[float], pretrained_dir, out_dir,
-            metadata: dict | None = None) -> None:
-    """Write sum_i coefficients[i] * encoder(checkpoints[i]) as a bare encoder into out_dir.
+def combined_tensors(checkpoints: Sequence, coefficients: Sequence[float], pretrained_dir) -> dict[str, torch.Tensor]:
+    """sum_i coefficients[i] * encoder(checkpoints[i]), by the pretrained encoder's tensor names.
 
     `checkpoints` are model folders or model.safetensors files (finetuned, or bare encoders such as
     other merges). Encoder tensors a checkpoint lacks (an unused pooler) are the pretrained ones.
-    The result has the pretrained model's tensor names and config, so load_encoder() reads it.
     """
     if len(checkpoints) != len(coefficients) or not checkpoints:
         raise WeightspaceError(f"combine: {len(checkpoints)} checkpoints but {len(coefficients)} coefficients")
@@ -40,9 +39,10 @@ def combine(checkpoints: Sequence, coefficients: Sequence[float], pretrained_dir
     used = [(c, k) for c, k in zip(checkpoints, coefficients) if k != 0] or [(checkpoints[0], 0.0)]
     pretrained_dir = Path(pretrained_dir)
     files = [weights_file(c) for c, _ in used]
-    with safe_open(str(pretrained_dir / WEIGHTS), framework="pt") as base:
+    with ExitStack() as stack:
+        base = stack.enter_context(safe_open(str(pretrained_dir / WEIGHTS), framework="pt"))
         names = list(base.keys())
-        handles = [safe_open(str(f), framework="pt") for f in files]
+        handles = [stack.enter_context(safe_open(str(f), framework="pt")) for f in files]
         maps = [encoder_key_map(h.keys(), names) for h in handles]
         merged = {}
         for name in names:
@@ -52,7 +52,14 @@ def combine(checkpoints: Sequence, coefficients: Sequence[float], pretrained_dir
                 term = coef * (handle.get_tensor(key) if key else base.get_tensor(name)).to(torch.float32)
                 acc = term if acc is None else acc + term
             merged[name] = acc.to(_DTYPES[base.get_slice(name).get_dtype()])
-    save_encoder(merged, pretrained_dir, out_dir, metadata)
+    return merged
+
+
+def combine(checkpoints: Sequence, coefficients: Sequence[float], pretrained_dir, out_dir,
+            metadata: dict | None = None) -> None:
+    """Write combined_tensors(...) as a bare encoder into out_dir (the pretrained model's names and
+    config, so load_encoder() reads it)."""
+    save_encoder(combined_tensors(checkpoints, coefficients, pretrained_dir), pretrained_dir, out_dir, metadata)
 
 
 def line_coefficients(alpha) -> tuple[float, float]:
@@ -66,15 +73,20 @@ def line_coefficients(alpha) -> tuple[float, float]:
     return float(a), float(1 - a)
 
 
-def interpolate(w1, w2, alpha, pretrained_dir, out_dir, metadata: dict | None = None) -> None:
-    """Write alpha * w1 + (1 - alpha) * w2 over the encoder (alpha outside [0, 1] extrapolates).
+def line_tensors(w1, w2, alpha, pretrained_dir) -> dict[str, torch.Tensor]:
+    """alpha * w1 + (1 - alpha) * w2 over the encoder (alpha outside [0, 1] extrapolates).
 
     Exact at the ends: alpha = 1 is w1's encoder and alpha = 0 is w2's, bit for bit. Symmetric:
-    interpolate(w1, w2, a) and interpolate(w2, w1, 1 - a) write the same tensors (float addition
+    line_tensors(w1, w2, a) and line_tensors(w2, w1, 1 - a) are the same tensors (float addition
     of two terms commutes and the coefficients are the same two numbers).
     """
-    c1, c2 = line_coefficients(alpha)
-    combine([w1, w2], [c1, c2], pretrained_dir, out_dir, metadata={"alpha": format_alpha(alpha), **(metadata or {})})
+    return combined_tensors([w1, w2], list(line_coefficients(alpha)), pretrained_dir)
+
+
+def interpolate(w1, w2, alpha, pretrained_dir, out_dir, metadata: dict | None = None) -> None:
+    """Write line_tensors(w1, w2, alpha) as a bare encoder into out_dir."""
+    save_encoder(line_tensors(w1, w2, alpha, pretrained_dir), pretrained_dir, out_dir,
+                 metadata={"alpha": format_alpha(alpha), **(metadata or {})})
 
 
 def save_encoder(tensors: dict, pretrained_dir, out_dir, metadata: dict | None = None) -> None:

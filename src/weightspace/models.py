@@ -12,6 +12,7 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
 from .errors import WeightspaceError
+from .io import tensor_names
 
 WEIGHTS = "model.safetensors"
 
@@ -86,6 +87,18 @@ def load_encoder(model_dir, trust_remote_code: bool = False):
     """The bare encoder (any head in the checkpoint is dropped)."""
     _check_weights(model_dir)
     return AutoModel.from_pretrained(str(model_dir), use_safetensors=True, trust_remote_code=trust_remote_code)
+
+
+def encoder_with_tensors(pretrained_dir, tensors: dict[str, torch.Tensor], trust_remote_code: bool = False):
+    """The pretrained encoder's architecture carrying `tensors` (every encoder tensor, by its names)."""
+    encoder = load_encoder(pretrained_dir, trust_remote_code)
+    missing, unexpected = encoder.load_state_dict(tensors, strict=False)
+    stored = set(tensor_names(Path(pretrained_dir) / WEIGHTS))
+    missing = [n for n in missing if n in stored]  # buffers the checkpoint never stores are not missing
+    if missing or unexpected:
+        raise WeightspaceError(f"{pretrained_dir}: the built encoder does not fit the base model "
+                               f"(missing {missing[:1]}, unexpected {unexpected[:1]})")
+    return encoder
 
 
 def _check_weights(model_dir) -> None:

@@ -106,8 +106,9 @@ def _natural(text: str):
 def centroid_gains(table, path, tolerance: float) -> None:
     """Fig. 6 / 14 style: the gain over the pretrained start per target, one panel per shots setting.
 
-    `table` is efficient.gains(): columns shots, target, start, gain, gain_std. Bars per start
-    (the pretrained start itself is the zero line); the grey band is |gain| <= tolerance (a tie).
+    `table` is efficient.gains(): columns shots, target, start, gain, gain_lo, gain_hi. Bars per
+    start (the pretrained start itself is the zero line), whiskers the interval over seeds; the grey
+    band is |gain| <= tolerance (a tie).
     """
     from .efficient import shots_order
 
@@ -128,7 +129,8 @@ def centroid_gains(table, path, tolerance: float) -> None:
         ax.axhline(0, color="black", linewidth=0.8)
         for i, start in enumerate(starts):
             rows = part[part.start == start].set_index("target").reindex(targets)
-            ax.bar(x + (i - (len(starts) - 1) / 2) * width, rows.gain, width, yerr=rows.gain_std,
+            errors = np.nan_to_num(np.vstack([rows.gain - rows.gain_lo, rows.gain_hi - rows.gain]))
+            ax.bar(x + (i - (len(starts) - 1) / 2) * width, rows.gain, width, yerr=errors,
                    color=colours[start], label=start, capsize=2)
         ax.set_xticks(x, targets, rotation=30, ha="right")
         ax.set_ylabel("gain over pretrained (points)")

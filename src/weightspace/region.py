@@ -6,6 +6,10 @@ by as much as a finetuned model moves (the General level's exterior), and points
 centroid of In toward the pretrained model or a random direction. It also holds PB, the
 probability that a model of one group has a loss no higher than a model of another.
 
+The workflow builds each such point in memory inside the probe job that scores it
+(`recipe_tensors`), so no merged model is written to disk; the writers (`hull_sample`,
+`perturbed_pretrained`, `leave_centroid`) save one as a model folder for use elsewhere.
+
 Distances are Euclidean over the floating encoder tensors; a model's "task vector norm" is its
 distance from the pretrained model.
 """
@@ -21,19 +25,46 @@ import torch
 
 from .errors import WeightspaceError
 from .io import load_tensors, read_json, write_json
-from .merging import combine, save_encoder
+from .merging import combine, combined_tensors, line_tensors, save_encoder
 from .models import WEIGHTS
-from .taskvectors import task_vector
+from .taskvectors import task_vector, weights_file
 
 FLOATING = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 
 
-def hull_sample(members: Sequence, coefficients: Sequence[float], pretrained_dir, out_dir) -> None:
-    """Write sum_i coefficients[i] * members[i] (one point of the convex hull of the members)."""
+def recipe_tensors(recipe: dict, pretrained_dir) -> dict[str, torch.Tensor] | None:
+    """The encoder tensors of a derived model of the region plan, built in memory from its recipe.
+
+    `recipe` is region_plan.Recipe as a dict whose `sources` are weight files (and `stats` the
+    statistics file of In's centroid). None for the kinds that are model folders already
+    (finetuned models and centroids), which are read from disk.
+    """
+    kind, sources, coefficients = recipe["kind"], recipe["sources"], recipe["coefficients"]
+    if kind in ("finetuned", "centroid"):
+        return None
+    if kind == "merged":
+        return line_tensors(sources[0], sources[1], coefficients[0], pretrained_dir)
+    if kind == "hull":
+        return hull_tensors(sources, coefficients, pretrained_dir)
+    if kind == "perturbed":
+        return perturbed_tensors(pretrained_dir, recipe["stats"], recipe["seed"])[0]
+    if kind == "leave":
+        return left_centroid_tensors(sources[0], pretrained_dir, recipe["stats"], recipe["direction"], coefficients[0],
+                                     recipe["seed"])[0]
+    raise WeightspaceError(f"region: unknown model kind '{kind}'")
+
+
+def hull_tensors(members: Sequence, coefficients: Sequence[float], pretrained_dir) -> dict[str, torch.Tensor]:
+    """sum_i coefficients[i] * members[i]: one point of the convex hull of the members."""
     if not math.isclose(sum(coefficients), 1.0, rel_tol=0, abs_tol=1e-9) or min(coefficients) < 0:
         raise WeightspaceError(f"hull: coefficients must be >= 0 and sum to 1 (got {list(coefficients)})")
-    combine(members, list(coefficients), pretrained_dir, out_dir,
-            metadata={"coefficients": ",".join(f"{c:.6f}" for c in coefficients)})
+    return combined_tensors(members, list(coefficients), pretrained_dir)
+
+
+def hull_sample(members: Sequence, coefficients: Sequence[float], pretrained_dir, out_dir) -> None:
+    """Write hull_tensors(...) as a bare encoder into out_dir."""
+    save_encoder(hull_tensors(members, coefficients, pretrained_dir), pretrained_dir, out_dir,
+                 metadata={"coefficients": ",".join(f"{c:.6f}" for c in coefficients)})
 
 
 def pb(losses_a: Sequence[float], losses_b: Sequence[float]) -> float:
@@ -109,45 +140,57 @@ def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
     return shape[1] * receptive, shape[0] * receptive
 
 
-def perturbed_pretrained(pretrained_dir, stats_path, seed: int, out_dir) -> float:
-    """Write pretrained + r * u, u a random Xavier-shaped unit direction, r = In's mean task vector norm.
+def perturbed_tensors(pretrained_dir, stats_path, seed: int) -> tuple[dict[str, torch.Tensor], float]:
+    """pretrained + r * u, u a random Xavier-shaped unit direction, r = In's mean task vector norm; and r.
 
     The General level's exterior (§3.1): a model as far from the pretrained one as a finetuned
     model, in a direction no finetuning chose. Only the tensors finetuning moved are perturbed.
-    Returns r.
     """
     stats = read_json(stats_path)
     radius = stats["mean_task_vector_norm"]
     weights = load_tensors(Path(pretrained_dir) / WEIGHTS)
     direction = xavier_direction(_shapes(weights, stats["moved_tensors"], stats_path), seed)
-    save_encoder(_moved(weights, direction, radius), pretrained_dir, out_dir,
-                 metadata={"perturbation_norm": radius, "seed": seed})
+    return _moved(weights, direction, radius), radius
+
+
+def perturbed_pretrained(pretrained_dir, stats_path, seed: int, out_dir) -> float:
+    """Write perturbed_tensors(...) as a bare encoder into out_dir; returns the distance moved."""
+    tensors, radius = perturbed_tensors(pretrained_dir, stats_path, seed)
+    save_encoder(tensors, pretrained_dir, out_dir, metadata={"perturbation_norm": radius, "seed": seed})
     return radius
 
 
-def leave_centroid(centroid_dir, pretrained_dir, stats_path, direction: str, radius: float, seed: int,
-                   out_dir) -> float:
-    """Write centroid + radius * d * u (App. F) and return the distance moved.
+def left_centroid_tensors(centroid, pretrained_dir, stats_path, direction: str, radius: float,
+                          seed: int | None) -> tuple[dict[str, torch.Tensor], float]:
+    """centroid + radius * d * u (App. F), and the distance moved.
 
-    d is In's mean distance from its centroid (radius 1 = as far as the finetuned models are);
-    u is the unit direction toward the pretrained model (`pretrained`) or a random Xavier-shaped
-    one (`random...`, drawn from `seed` over the tensors finetuning moved).
+    `centroid` is In's centroid (its folder or weights file); d is In's mean distance from it
+    (radius 1 = as far as the finetuned models are); u is the unit direction toward the pretrained
+    model (`pretrained`) or a random Xavier-shaped one (`random...`, drawn from `seed` over the
+    tensors finetuning moved).
     """
     stats = read_json(stats_path)
-    centroid = load_tensors(Path(centroid_dir) / WEIGHTS)
+    centroid = load_tensors(weights_file(centroid))
     if direction == "pretrained":
         pretrained = load_tensors(Path(pretrained_dir) / WEIGHTS)
         toward = {n: (pretrained[n].float() - t.float()) for n, t in centroid.items() if t.dtype in FLOATING}
         length = _norm(toward.items())
         if length == 0:
-            raise WeightspaceError(f"{centroid_dir}: the centroid is the pretrained model; no direction toward it")
+            raise WeightspaceError(f"{stats_path}: the centroid is the pretrained model; no direction toward it")
         unit = {n: t / length for n, t in toward.items()}
     elif direction.startswith("random"):
         unit = xavier_direction(_shapes(centroid, stats["moved_tensors"], stats_path), seed)
     else:
         raise WeightspaceError(f"leave: unknown direction '{direction}' (expected pretrained or random<N>)")
     distance = radius * stats["mean_centroid_distance"]
-    save_encoder(_moved(centroid, unit, distance), pretrained_dir, out_dir,
+    return _moved(centroid, unit, distance), distance
+
+
+def leave_centroid(centroid_dir, pretrained_dir, stats_path, direction: str, radius: float, seed: int | None,
+                   out_dir) -> float:
+    """Write left_centroid_tensors(...) as a bare encoder into out_dir; returns the distance moved."""
+    tensors, distance = left_centroid_tensors(centroid_dir, pretrained_dir, stats_path, direction, radius, seed)
+    save_encoder(tensors, pretrained_dir, out_dir,
                  metadata={"direction": direction, "radius": radius, "distance": distance, "seed": seed})
     return distance
 

@@ -1,6 +1,6 @@
 """What the region experiments (config `region`) evaluate: every model, how it is made, its targets.
 
-A model is named by an id that is also its folder under results/models/ and its probe file under
+A model is named by an id that names its folder under results/models/ and its probe file under
 results/metrics/probe/:
 
     finetuned/{dataset}/seed{seed}                     a finetuned model (the finetune rule)
@@ -10,9 +10,11 @@ results/metrics/probe/:
     region/{granularity}/perturbed/sample{i}           pretrained + random Xavier-shaped step (§3.1)
     region/{granularity}/leave/{direction}/r{radius}   a step away from In's centroid (App. F)
 
-Each row of `Plan.rows` says how one model is used (granularity, role, pair, alpha, radius, ...);
-the tables are those rows joined with the probe results. A model's targets are the union over its
-rows, so a finetuned model used by several granularities is probed once per target.
+Only finetuned models and centroids are written to disk; the probe job of any other model builds
+it in memory from its recipe. Each row of `Plan.rows` says how one model is used (granularity,
+role, pair, alpha, radius, ...); the tables are those rows joined with the probe results. A
+model's targets are the union over its rows, so a finetuned model used by several granularities
+is probed once per target.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class Recipe:
     coefficients: tuple[float, ...] = ()
     seed: int | None = None
     stats: str | None = None  # id of the centroid whose statistics the recipe reads
+    direction: str | None = None  # App. F: pretrained or random<N>
 
 
 @dataclass
@@ -199,7 +202,7 @@ def _plan_line(plan, g, pair, w1, w2, alphas, targets, role, datasets) -> None:
             plan.add(end, plan.models.get(end, Recipe("finetuned")), targets, **row)
         else:
             model = f"merged/{g.name}/{pair}/alpha{format_alpha(alpha)}"
-            plan.add(model, Recipe("merged", (w1, w2), (alpha,)), targets, **row)
+            plan.add(model, line_recipe(w1, w2, alpha), targets, **row)
 
 
 def _plan_leave(plan: Plan, cfg: dict, g: Granularity, in_centroid: str) -> None:
@@ -210,7 +213,8 @@ def _plan_leave(plan: Plan, cfg: dict, g: Granularity, in_centroid: str) -> None
         seed = run_seed(f"{g.name}/leave/{direction}", cfg["seed"]) if direction != "pretrained" else None
         for radius in cfg["radii"]:
             model = f"region/{g.name}/leave/{direction}/r{format_radius(radius)}"
-            plan.add(model, Recipe("leave", (in_centroid,), (float(radius),), seed=seed, stats=in_centroid),
+            plan.add(model, Recipe("leave", (in_centroid,), (float(radius),), seed=seed, stats=in_centroid,
+                                   direction=direction),
                      g.eval, granularity=g.name, role="leave", direction=direction, radius=float(radius))
 
 
@@ -249,5 +253,29 @@ def dirichlet_coefficients(n_models: int, n_samples: int, seed: int) -> np.ndarr
     return np.random.default_rng(seed).dirichlet(np.ones(n_models), size=n_samples)
 
 
+def weights_path(model: str) -> str:
+    return f"results/models/{model}/model.safetensors"
+
+
+def stats_path(centroid: str) -> str:
+    return f"results/metrics/{centroid}.json"
+
+
 def in_stats_paths(plan: Plan) -> dict[str, str]:
-    return {g: f"results/metrics/{centroid_id(g, 'in')}.json" for g in plan.granularities}
+    return {g: stats_path(centroid_id(g, "in")) for g in plan.granularities}
+
+
+def line_recipe(w1: str, w2: str, alpha) -> Recipe:
+    return Recipe("merged", (w1, w2), (float(alpha),))
+
+
+def recipe_files(model: str, recipe: Recipe) -> dict:
+    """What the probe job of `model` reads to build it: the recipe with its model ids as weight files.
+
+    Finetuned models and centroids are folders on disk (their own weights are the one source);
+    every other kind is built in memory from its sources (weightspace.region.recipe_tensors).
+    """
+    on_disk = recipe.kind in ("finetuned", "centroid")
+    return {"kind": recipe.kind, "sources": [weights_path(m) for m in ((model,) if on_disk else recipe.sources)],
+            "coefficients": list(recipe.coefficients), "seed": recipe.seed, "direction": recipe.direction,
+            "stats": stats_path(recipe.stats) if recipe.stats else None}

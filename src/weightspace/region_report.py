@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import WeightspaceError
+from .intervals import bootstrap_interval, format_interval
 from .io import read_json, write_parquet, write_text
 from .metrics import gather
 from .region import pb
@@ -24,6 +25,9 @@ PAPER_PB = {
     "general": (89.8, 100.0, 90.0),
 }
 ROLE_KEYS = ["granularity", "role", "model", "pair", "dataset_a", "dataset_b", "alpha", "direction", "radius"]
+# Kept from each probe: the loss and accuracy, their test-sample standard errors, the prior's loss.
+PROBE_COLUMNS = ["loss", "loss_se", "accuracy", "accuracy_se", "prior_loss", "excess_over_prior",
+                 "excess_over_prior_se", "C"]
 
 
 def target_losses(plan: Plan, probes: pd.DataFrame) -> pd.DataFrame:
@@ -32,19 +36,20 @@ def target_losses(plan: Plan, probes: pd.DataFrame) -> pd.DataFrame:
     for key in ROLE_KEYS:
         if key not in rows:
             rows[key] = None
-    merged = rows.merge(probes[["model", "target", "loss", "accuracy"]], on=["model", "target"], how="left")
+    merged = rows.merge(probes[["model", "target", *PROBE_COLUMNS]], on=["model", "target"], how="left")
     missing = merged[merged["loss"].isna()]
     if not missing.empty:
         first = missing.iloc[0]
         raise WeightspaceError(f"no probe result for model '{first['model']}' on target '{first['target']}'")
-    return merged[ROLE_KEYS + ["target", "loss", "accuracy"]]
+    return merged[ROLE_KEYS + ["target", *PROBE_COLUMNS]]
 
 
 def model_losses(losses: pd.DataFrame) -> pd.DataFrame:
-    """One row per use of a model: its mean loss and accuracy over the use's targets."""
+    """One row per use of a model: its mean loss, accuracy and prior loss over the use's targets."""
     keys = [k for k in ROLE_KEYS if losses[k].notna().any()]
     out = losses.groupby(keys, dropna=False, sort=False).agg(
-        loss=("loss", "mean"), accuracy=("accuracy", "mean"), targets=("target", "nunique")).reset_index()
+        loss=("loss", "mean"), accuracy=("accuracy", "mean"), prior_loss=("prior_loss", "mean"),
+        targets=("target", "nunique")).reset_index()
     for key in ROLE_KEYS:
         if key not in out:
             out[key] = None
@@ -60,6 +65,8 @@ def pb_table(models: pd.DataFrame, stats: dict[str, dict]) -> pd.DataFrame:
         row = {"granularity": granularity, "n_in": len(loss["in"]), "n_hull": len(loss["hull"]), "n_ex": len(loss["ex"])}
         for (a, b), ours, theirs in zip([("in", "ex"), ("hull", "ex"), ("hull", "in")], _names(), paper):
             row[ours] = 100 * pb(loss[a], loss[b]) if len(loss[a]) and len(loss[b]) else np.nan
+            # over models: each group resampled on its own (In' as drawn, though its points come from In)
+            row[f"{ours}_lo"], row[f"{ours}_hi"] = bootstrap_interval(lambda x, y: 100 * pb(x, y), [loss[a], loss[b]])
             row[f"paper_{ours}"] = theirs
         for role in ("in", "hull", "ex"):
             row[f"loss_{role}_mean"] = float(np.mean(loss[role])) if len(loss[role]) else np.nan
@@ -74,24 +81,25 @@ def _names():
 
 
 def pb_markdown(table: pd.DataFrame) -> str:
-    def cell(ours, theirs):
-        ours = "-" if pd.isna(ours) else f"{ours:.1f}"
+    def cell(r, name):
+        ours = format_interval(getattr(r, name), getattr(r, f"{name}_lo"), getattr(r, f"{name}_hi"))
+        theirs = getattr(r, f"paper_{name}")
         return ours if pd.isna(theirs) else f"{ours} ({theirs:g})"
 
     lines = [
         "# PB: how often a model of one group has a generalized loss no higher than one of another (§5.2)",
         "",
-        "Percent, ours (the paper's in brackets). In = finetuned models of the granularity's source datasets,",
-        "In' = samples of In's convex hull, Ex = the exterior. A model's loss is its mean linear-probe",
-        "test cross-entropy over the granularity's targets.",
+        "Percent, ours with its 95% bootstrap interval over models (the paper's in parentheses). In = finetuned",
+        "models of the granularity's source datasets, In' = samples of In's convex hull, Ex = the exterior. A",
+        "model's loss is its mean linear-probe test cross-entropy over the granularity's targets.",
         "",
         "| granularity | \\|In\\| | \\|In'\\| | \\|Ex\\| | PB(In, Ex) | PB(In', Ex) | PB(In', In) | mean loss In / In' / Ex |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in table.itertuples():
         losses = " / ".join("-" if pd.isna(v) else f"{v:.3f}" for v in (r.loss_in_mean, r.loss_hull_mean, r.loss_ex_mean))
-        lines.append(f"| {r.granularity} | {r.n_in} | {r.n_hull} | {r.n_ex} | {cell(r.pb_in_ex, r.paper_pb_in_ex)} | "
-                     f"{cell(r.pb_hull_ex, r.paper_pb_hull_ex)} | {cell(r.pb_hull_in, r.paper_pb_hull_in)} | {losses} |")
+        lines.append(f"| {r.granularity} | {r.n_in} | {r.n_hull} | {r.n_ex} | {cell(r, 'pb_in_ex')} | "
+                     f"{cell(r, 'pb_hull_ex')} | {cell(r, 'pb_hull_in')} | {losses} |")
     return "\n".join(lines) + "\n"
 
 
@@ -141,14 +149,86 @@ def leave_table(models: pd.DataFrame, losses: pd.DataFrame, stats: dict[str, dic
     return table.sort_values(["granularity", "kind", "radius"], ignore_index=True)
 
 
+EFFECT_COLUMNS = ["granularity", "comparison", "role", "unit", "target", "x", "reference", "dloss", "dloss_se",
+                  "dacc", "dacc_se", "past_pretrained"]
+
+
+def effects_table(losses: pd.DataFrame, stats: dict[str, dict]) -> pd.DataFrame:
+    """How the loss and accuracy change along the lines and away from the centroid, per target.
+
+    One row per (point, target) against its reference point on the same target:
+    - interpolation: a line's interior alpha against the mean of its two ends (§5.1);
+    - extrapolation: an alpha beyond an end against that end, alpha > 1 against w1 (alpha 1),
+      alpha < 0 against w2 (alpha 0) (§6);
+    - leave: a step of radius r from In's centroid against the centroid (App. F); `role` is the
+      direction (pretrained, random1, ...); `past_pretrained` marks the steps toward the pretrained
+      model that go beyond it (radius x In's mean distance from the centroid > the centroid's
+      distance from the pretrained model).
+    `unit` is the pair or the direction; `x` the alpha or the radius. The standard errors are
+    those of the two probes' test samples combined (as if independent: conservative, since both
+    points are scored on the same examples).
+    """
+    rows = []
+    lines = losses[losses["role"].isin(["line", "centroid_line"])]
+    for (granularity, role, pair, target), df in lines.groupby(["granularity", "role", "pair", "target"], sort=False):
+        by_alpha = df.drop_duplicates("alpha").set_index("alpha")
+        if not {0.0, 1.0} <= set(by_alpha.index):
+            continue
+        ends = by_alpha.loc[[0.0, 1.0]]
+        middle = {"loss": ends.loss.mean(), "accuracy": ends.accuracy.mean(),
+                  "loss_se": float(np.sqrt((ends.loss_se ** 2).sum()) / 2),
+                  "accuracy_se": float(np.sqrt((ends.accuracy_se ** 2).sum()) / 2)}
+        for alpha, point in by_alpha.iterrows():
+            if 0 < alpha < 1:
+                comparison, reference, ref = "interpolation", "ends", middle
+            elif alpha > 1 or alpha < 0:
+                comparison, reference = "extrapolation", 1.0 if alpha > 1 else 0.0
+                ref = by_alpha.loc[reference]
+            else:
+                continue
+            rows.append(_effect(granularity, comparison, role, pair, target, alpha, reference, point, ref))
+    leave = losses[losses["role"] == "leave"]
+    for (granularity, target), df in leave.groupby(["granularity", "target"], sort=False):
+        centre = df[df["direction"] == "centroid"]
+        if centre.empty:
+            continue
+        ref = centre.iloc[0]
+        s = stats[granularity]
+        limit = s["centroid_pretrained_distance"] / s["mean_centroid_distance"]
+        for _, point in df[df["direction"] != "centroid"].iterrows():
+            rows.append({**_effect(granularity, "leave", point["direction"], point["direction"], target,
+                                   point["radius"], 0.0, point, ref),
+                         "past_pretrained": point["direction"] == "pretrained" and point["radius"] > limit})
+    return pd.DataFrame(rows, columns=EFFECT_COLUMNS).astype({"past_pretrained": bool})
+
+
+def _effect(granularity, comparison, role, unit, target, x, reference, point, ref) -> dict:
+    return {"granularity": granularity, "comparison": comparison, "role": role, "unit": unit, "target": target,
+            "x": float(x), "reference": str(reference), "dloss": point["loss"] - ref["loss"],
+            "dloss_se": float(np.hypot(point["loss_se"], ref["loss_se"])),
+            "dacc": point["accuracy"] - ref["accuracy"],
+            "dacc_se": float(np.hypot(point["accuracy_se"], ref["accuracy_se"])), "past_pretrained": False}
+
+
+def loss_accuracy_disagreements(effects: pd.DataFrame) -> pd.DataFrame:
+    """Extrapolated points whose accuracy falls by more than its standard error while their loss falls.
+
+    A probe that measures the encoder cannot say a model got better by loss and worse by accuracy
+    at once; such rows point at the instrument (an overconfident probe), not at the models.
+    """
+    beyond = effects[effects["comparison"] == "extrapolation"]
+    return beyond[(beyond["dacc"] < -beyond["dacc_se"]) & (beyond["dloss"] < 0)]
+
+
 def region_tables(plan: Plan, probe_paths, stats_paths: dict[str, Path], out: dict) -> dict[str, pd.DataFrame]:
-    """Write the tables; `out` maps losses, models, pb, pb_md, lines, leave to paths."""
+    """Write the tables; `out` maps losses, models, pb, pb_md, lines, leave, effects to paths."""
     probes = gather(probe_paths)
     stats = {g: read_json(p) for g, p in stats_paths.items()}
     losses = target_losses(plan, probes)
     models = model_losses(losses)
     tables = {"losses": losses, "models": models, "pb": pb_table(models, stats),
-              "lines": line_table(models, losses), "leave": leave_table(models, losses, stats)}
+              "lines": line_table(models, losses), "leave": leave_table(models, losses, stats),
+              "effects": effects_table(losses, stats)}
     for name, df in tables.items():
         write_parquet(df, out[name])
     write_text(pb_markdown(tables["pb"]), out["pb_md"])

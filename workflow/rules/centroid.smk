@@ -86,6 +86,7 @@ if config.get("centroid") is not None:
             metrics=[efficient_metrics(*job) for job in CENTROID_GRID],
         output:
             table="results/tables/centroid.parquet",
+            runs="results/tables/centroid_runs.parquet",
             markdown="results/tables/centroid.md",
         params:
             tolerance=config["centroid"]["tie_tolerance"],

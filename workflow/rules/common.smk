@@ -78,7 +78,7 @@ def gpu_runtime(passes):
 
 @functools.cache
 def geometry_models(experiment):
-    """The models of a `geometry` experiment (issue 3): records, finetuned and pretrained weights."""
+    """The models of a `geometry` experiment: records, finetuned and pretrained weights."""
     from weightspace.geometry import experiment_members
 
     members = experiment_members(config, experiment)
@@ -90,7 +90,7 @@ def geometry_models(experiment):
 
 
 def centroid_members(target):
-    """Weights of the models finetuned on the centroid group's other datasets, by dataset (issue 5)."""
+    """Weights of the models finetuned on the centroid group's other datasets, by dataset."""
     from weightspace.centroid_plan import group_datasets, leave_one_out
 
     others = leave_one_out(group_datasets(config), target)
@@ -98,7 +98,7 @@ def centroid_members(target):
 
 
 def efficient_start(start, target):
-    """The weights a BitFit / LoRA run starts from: the pretrained model or a centre (issue 5)."""
+    """The weights a BitFit / LoRA run starts from: the pretrained model or a centre."""
     if start == "pretrained":
         return f"{pretrained_dir()}/model.safetensors"
     if start == "centroid":
@@ -112,23 +112,21 @@ def efficient_metrics(target, start, shots, seed):
 
 @functools.cache
 def region():
-    """The plan of the config's `region` section (issue 4): every model, its recipe and targets."""
+    """The plan of the config's `region` section: every model, its recipe and targets."""
     from weightspace.region_plan import region_plan
 
     return region_plan(config)
 
 
 def region_weights(model):
-    """Weights of a model of the region plan, by id (finetuned/..., merged/..., region/...)."""
-    return f"results/models/{model}/model.safetensors"
+    """Weights of a model of the region plan that is on disk (finetuned/..., region/.../centroid/...)."""
+    from weightspace.region_plan import weights_path
+
+    return weights_path(model)
 
 
 def probe_result(model):
     return f"results/metrics/probe/{model}.parquet"
-
-
-def region_stats(centroid):
-    return f"results/metrics/{centroid}.json"
 
 
 def region_recipe(model):
@@ -137,15 +135,34 @@ def region_recipe(model):
     return region().models[model]
 
 
-def line_ends(wildcards):
-    """The (w1, w2) model ids of a line (issue 4)."""
-    return region().granularities[wildcards.granularity].pairs[wildcards.pair]
-
-
 def probed_model(wildcards):
     if hasattr(wildcards, "model"):
         return wildcards.model
     return f"merged/{wildcards.granularity}/{wildcards.pair}/alpha{wildcards.alpha}"
+
+
+def probe_recipe(wildcards):
+    """The recipe of the model a probe job scores, its model ids as files (a line point outside the
+    configured alphas gets the line's recipe)."""
+    from weightspace.region_plan import line_recipe, recipe_files
+
+    model = probed_model(wildcards)
+    if model in region().models:
+        return recipe_files(model, region().models[model])
+    if not hasattr(wildcards, "pair"):
+        raise ValueError(f"region: no model '{model}' in the config's region plan")
+    ends = region().granularities[wildcards.granularity].pairs[wildcards.pair]
+    return recipe_files(model, line_recipe(*ends, wildcards.alpha))
+
+
+def probe_sources(wildcards):
+    """The files a probe job builds its model from: weights (with the config of a model read from its
+    folder), and In's statistics where the recipe reads them."""
+    recipe = probe_recipe(wildcards)
+    sources = list(recipe["sources"])
+    if recipe["kind"] in ("finetuned", "centroid"):
+        sources.append(str(Path(sources[0]).with_name("config.json")))
+    return sources + ([recipe["stats"]] if recipe["stats"] else [])
 
 
 def probe_targets(wildcards):
@@ -159,7 +176,23 @@ def probe_targets(wildcards):
 
 
 def probe_data(wildcards):
-    return [f for t in probe_targets(wildcards) for k, f in data_files(t).items() if k in ("train", "test", "meta")]
+    splits = ("test", "meta", config["region"]["probe"]["fit_split"])
+    return [f for t in probe_targets(wildcards) for k, f in data_files(t).items() if k in splits]
+
+
+def claims_inputs(wildcards):
+    """The tables the claims are checked against: those of the sections the config runs."""
+    inputs = {}
+    if config.get("region") is not None:
+        inputs |= {name: f"results/tables/{name}.parquet" for name in ("region_losses", "region_effects", "pb")}
+    if config.get("geometry") is not None and config["geometry"]["experiments"]:
+        inputs["clustering"] = "results/tables/clustering.parquet"
+        inputs["clustering_states"] = [
+            f"results/metrics/clustering/{e}.states.parquet" for e in sorted(config["geometry"]["experiments"])
+        ]
+    if config.get("centroid") is not None:
+        inputs["centroid_runs"] = "results/tables/centroid_runs.parquet"
+    return inputs
 
 
 def all_targets():
@@ -175,4 +208,6 @@ def all_targets():
         targets += ["results/tables/clustering.md"] + [
             f"results/plots/{kind}_{e}.png" for e in experiments for kind in ("tsne", "similarity")
         ]
+    if any(config.get(section) is not None for section in ("region", "geometry", "centroid")):
+        targets.append("results/tables/claims.md")
     return targets

@@ -91,11 +91,13 @@ if config.get("geometry") is not None:
         output:
             summary="results/metrics/clustering/{experiment}.parquet",
             assignments="results/metrics/clustering/{experiment}.assignments.parquet",
+            states="results/metrics/clustering/{experiment}.states.parquet",
         params:
             members=lambda w: geometry_models(w.experiment)["records"],
             group_by=lambda w: geometry.group_by(config, w.experiment),
             affinity=GEOMETRY["affinity"],
             seed=GEOMETRY["cluster_seed"],
+            states=GEOMETRY["cluster_states"],
         wildcard_constraints:
             experiment="|".join(map(re.escape, EXPERIMENTS)) or "$^",
         log:

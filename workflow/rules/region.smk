@@ -1,7 +1,8 @@
 # §3, §5, §6, App. E-G: the region between similarly finetuned models. On when the config has a
 # `region:` section. Every model the experiments evaluate has an id (weightspace.region_plan): its
-# weights are results/models/{id}/model.safetensors (derived ones are temp()), its linear-probe
-# losses results/metrics/probe/{id}.parquet (one row per target).
+# linear-probe losses are results/metrics/probe/{id}.parquet (one row per target). Finetuned models
+# and centroids are on disk (a region centroid is temp()); the probe job builds every other model
+# in memory from its recipe.
 if config.get("region") is not None:
     from weightspace.region_plan import centroid_id
     from weightspace.region_plan import in_stats_paths
@@ -38,102 +39,20 @@ if config.get("region") is not None:
         script:
             "../scripts/region_centroid.py"
 
-    rule merge:
-        conda:
-            "../../envs/weightspace.yaml"
-        input:
-            w1=lambda w: region_weights(line_ends(w)[0]),
-            w2=lambda w: region_weights(line_ends(w)[1]),
-            base=f"{pretrained_dir()}/model.safetensors",
-        output:
-            weights=temp("results/models/merged/{granularity}/{pair}/alpha{alpha}/model.safetensors"),
-            config=temp("results/models/merged/{granularity}/{pair}/alpha{alpha}/config.json"),
-        params:
-            ends=lambda w: list(line_ends(w)),
-        wildcard_constraints:
-            granularity=GRANULARITY,
-            pair=r"[^/]+",
-            alpha=NUMBER,
-        # One cluster job per pair: set `group-components` for "line_{granularity}_{pair}" in the profile.
-        group:
-            "line_{granularity}_{pair}"
-        log:
-            "logs/merge/{granularity}/{pair}/alpha{alpha}.log",
-        script:
-            "../scripts/merge.py"
-
-    rule hull_sample:
-        conda:
-            "../../envs/weightspace.yaml"
-        input:
-            members=lambda w: [region_weights(m) for m in region_recipe(f"region/{w.granularity}/hull/sample{w.sample}").sources],
-            base=f"{pretrained_dir()}/model.safetensors",
-        output:
-            weights=temp("results/models/region/{granularity}/hull/sample{sample}/model.safetensors"),
-            config=temp("results/models/region/{granularity}/hull/sample{sample}/config.json"),
-        params:
-            coefficients=lambda w: list(region_recipe(f"region/{w.granularity}/hull/sample{w.sample}").coefficients),
-        wildcard_constraints:
-            granularity=GRANULARITY,
-            sample=r"\d+",
-        log:
-            "logs/region/{granularity}/hull/sample{sample}.log",
-        script:
-            "../scripts/hull_sample.py"
-
-    rule perturbed:
-        conda:
-            "../../envs/weightspace.yaml"
-        input:
-            stats=lambda w: region_stats(region_recipe(f"region/{w.granularity}/perturbed/sample{w.sample}").stats),
-            base=f"{pretrained_dir()}/model.safetensors",
-        output:
-            weights=temp("results/models/region/{granularity}/perturbed/sample{sample}/model.safetensors"),
-            config=temp("results/models/region/{granularity}/perturbed/sample{sample}/config.json"),
-        params:
-            seed=lambda w: region_recipe(f"region/{w.granularity}/perturbed/sample{w.sample}").seed,
-        wildcard_constraints:
-            granularity=GRANULARITY,
-            sample=r"\d+",
-        log:
-            "logs/region/{granularity}/perturbed/sample{sample}.log",
-        script:
-            "../scripts/perturbed.py"
-
-    rule leave_centroid:
-        conda:
-            "../../envs/weightspace.yaml"
-        input:
-            centroid=lambda w: region_weights(centroid_id(w.granularity, "in")),
-            stats=lambda w: region_stats(centroid_id(w.granularity, "in")),
-            base=f"{pretrained_dir()}/model.safetensors",
-        output:
-            weights=temp("results/models/region/{granularity}/leave/{direction}/r{radius}/model.safetensors"),
-            config=temp("results/models/region/{granularity}/leave/{direction}/r{radius}/config.json"),
-        params:
-            seed=lambda w: region_recipe(f"region/{w.granularity}/leave/{w.direction}/r{w.radius}").seed,
-            radius=lambda w: float(w.radius),
-        wildcard_constraints:
-            granularity=GRANULARITY,
-            direction=r"pretrained|random\d+",
-            radius=NUMBER,
-        log:
-            "logs/region/{granularity}/leave/{direction}/r{radius}.log",
-        script:
-            "../scripts/leave_centroid.py"
-
+    # A finetuned model or a centroid is read from disk; every other model (line points, hull samples,
+    # exterior perturbations, steps from the centroid) is built in memory from its recipe's sources.
     rule probe:
         conda:
             "../../envs/weightspace.yaml"
         input:
-            weights=lambda w: region_weights(probed_model(w)),
-            config=lambda w: f"results/models/{probed_model(w)}/config.json",
+            sources=probe_sources,
             base=f"{pretrained_dir()}/model.safetensors",
             data=probe_data,
         output:
             probe_result("{model}"),
         params:
             model=probed_model,
+            recipe=probe_recipe,
             data_dirs=lambda w: {t: str(Path(data_files(t)["meta"]).parent) for t in probe_targets(w)},
             cfg=PROBE_CFG,
             device=config["device"],
@@ -155,6 +74,7 @@ if config.get("region") is not None:
             granularity=GRANULARITY,
             pair=r"[^/]+",
             alpha=NUMBER,
+        # One cluster job per up to `group-components` points of a line (the profile's setting).
         group:
             "line_{granularity}_{pair}"
         log:
@@ -173,6 +93,7 @@ if config.get("region") is not None:
             pb_md="results/tables/pb.md",
             lines="results/tables/lines.parquet",
             leave="results/tables/leave_centroid.parquet",
+            effects="results/tables/region_effects.parquet",
         log:
             "logs/tables/region.log",
         localrule: True

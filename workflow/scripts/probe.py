@@ -3,14 +3,18 @@ from pathlib import Path
 from weightspace.io import write_parquet
 from weightspace.models import torch_device
 from weightspace.probing import probe
+from weightspace.region import recipe_tensors
 from weightspace.workflow import run
 
 params = snakemake.params
 
 
 def main():
-    table = probe(Path(snakemake.input.weights).parent, Path(snakemake.input.base).parent, params.data_dirs, params.cfg,
-                  torch_device(params.device), model_id=params.model, trust_remote_code=params.trust_remote_code)
+    base = Path(snakemake.input.base).parent
+    tensors = recipe_tensors(params.recipe, base)
+    model_dir = base if tensors is not None else Path(params.recipe["sources"][0]).parent
+    table = probe(model_dir, base, params.data_dirs, params.cfg, torch_device(params.device), model_id=params.model,
+                  trust_remote_code=params.trust_remote_code, tensors=tensors)
     write_parquet(table, snakemake.output[0])
 
 
