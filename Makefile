@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,demo]'
 	touch $@
 
-# The greedy scheduler: the ILP one (with PuLP installed) solves a problem at every scheduling step,
-# which costs the demo's 2 cores more than its better packing of the jobs gains.
+# The greedy scheduler: the ILP one (PuLP is installed) solves a problem at every scheduling step,
+# and the demo's one-core jobs leave it nothing to pack better (Snakemake's own CPU per job: 0.87 s
+# with ILP, 0.65 s greedy).
 demo: $(STAMP)
 	$(BIN)/snakemake --configfile config/demo.yaml --cores $(CORES) --rerun-incomplete --printshellcmds \
 		--scheduler greedy

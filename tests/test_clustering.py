@@ -83,7 +83,7 @@ def test_cluster_rule_table_and_plots(tiny_run):
     fam = assigned[(assigned.granularity == "family") & (assigned.metric == "cosine")].set_index("model")
     assert fam.loc["tiny_pair/seed1", "group"] == "topic" and fam.loc["tiny_sent/seed2", "group"] == "sentiment"
     md = (workdir / "results/tables/clustering.md").read_text()
-    assert "| tiny " in md and "accuracy (euclidean)" in md and "Paper (roberta-base)" in md
+    assert "| tiny " in md and "accuracy % (euclidean)" in md and "Paper (roberta-base)" in md
     for png in ("tsne_tiny.png", "similarity_tiny.png"):
         assert (workdir / "results/plots" / png).read_bytes()[:4] == b"\x89PNG"
     assert "accuracy 1.000" in (workdir / "logs/cluster/tiny.log").read_text()

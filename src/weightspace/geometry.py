@@ -269,7 +269,7 @@ def clustering_table(summary_paths, table_path, markdown_path):
     shown = pd.DataFrame({
         "models": cos.models, "k": cos.k,
         "accuracy % (cosine)": spread(cos), "accuracy % (euclidean)": spread(euc).reindex(cos.index),
-        "shuffled groups %": (100 * cos.chance_accuracy).map("{:.1f}".format),
+        "shuffled groups": (100 * cos.chance_accuracy).map("{:.1f}%".format),
         "purity (cosine)": cos.purity,
         "silhouette (cosine)": cos.silhouette_groups,
         "silhouette (euclidean)": euc.silhouette_groups.reindex(cos.index),

@@ -29,7 +29,6 @@ if not any(
 DATASETS = sorted(config["datasets"])
 SEEDS = config["finetune"]["seeds"]
 BASE = config["base_model"]
-DEMO_DIR = ROOT / "resources/demo"
 
 
 wildcard_constraints:

@@ -7,7 +7,6 @@ rule prepare_data:
         spec=lambda w: config["datasets"][w.dataset],
         data=config["data"],
         families=lambda w: families_of(config, w.dataset),
-        demo_dir=str(DEMO_DIR),
     log:
         "logs/prepare_data/{dataset}.log",
     localrule: True

@@ -11,6 +11,7 @@ run(
         snakemake.config["data"],
         Path(snakemake.output.meta).parent,
         families=snakemake.params.families,
-        demo_dir=snakemake.params.demo_dir,
+        # the checkout's suite, found from this script: no absolute path in a param (a moved checkout reruns nothing)
+        demo_dir=Path(snakemake.scriptdir).resolve().parents[1] / "resources/demo",
     ),
 )
