@@ -43,21 +43,22 @@ def run(workdir: Path, configfile: Path, cores: int, extra: list[str]) -> dict:
            "--configfile", str(configfile), "--cores", str(cores), *extra]
     start = time.perf_counter()
     before = os.times()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(workdir / "snakemake.log", "w"))
     own = [0.0]
+    with open(workdir / "snakemake.log", "w") as log:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
 
-    def sample():
-        while proc.poll() is None:
-            try:
-                own[0] = own_cpu_seconds(proc.pid)
-            except (FileNotFoundError, ProcessLookupError):
-                break
-            time.sleep(1)
+        def sample():
+            while proc.poll() is None:
+                try:
+                    own[0] = own_cpu_seconds(proc.pid)
+                except (FileNotFoundError, ProcessLookupError):
+                    break
+                time.sleep(1)
 
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    rc = proc.wait()
-    sampler.join()
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        rc = proc.wait()
+        sampler.join()
     after = os.times()
     return {"returncode": rc, "wall_seconds": time.perf_counter() - start, "snakemake_cpu_seconds": own[0],
             "all_cpu_seconds": (after.children_user + after.children_system)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .intervals import clustered_mean_interval, format_interval, normal_interval, verdict
+from .intervals import clustered_mean, format_interval, normal_interval, percentile_interval, verdict
 from .io import read_parquet, write_parquet, write_text
 from .metrics import gather
 from .region_report import loss_accuracy_disagreements
@@ -29,17 +29,17 @@ def claims_table(region_losses=None, region_effects=None, pb=None, clustering=No
                  centroid_runs=None) -> pd.DataFrame:
     """Every claim the given tables can speak to (paths to the workflow's parquet files)."""
     rows = []
+    effects = read_parquet(region_effects) if region_effects is not None else None
     if region_losses is not None:
-        rows += instrument_rows(read_parquet(region_losses), read_parquet(region_effects))
+        rows += instrument_rows(read_parquet(region_losses), effects)
     if clustering is not None:
         rows += clustering_rows(read_parquet(clustering), gather(clustering_states))
-    if region_effects is not None:
-        effects = read_parquet(region_effects)
+    if effects is not None:
         rows += interpolation_rows(effects) + extrapolation_rows(effects)
     if pb is not None:
         rows += pb_rows(read_parquet(pb))
-    if region_effects is not None:
-        rows += leave_rows(read_parquet(region_effects))
+    if effects is not None:
+        rows += leave_rows(effects)
     if centroid_runs is not None:
         rows += centroid_rows(read_parquet(centroid_runs))
     return pd.DataFrame(rows, columns=COLUMNS)
@@ -111,7 +111,7 @@ def clustering_rows(summary: pd.DataFrame, states: pd.DataFrame) -> list[dict]:
             ["experiment", "granularity"], sort=False):
         by_state = df.pivot(index="state", columns="metric", values="accuracy")
         gap = 100 * (by_state["cosine"] - by_state["euclidean"])
-        lo, hi = np.percentile(gap, [2.5, 97.5])
+        lo, hi = percentile_interval(gap)
         rows.append(_row("§2.3", "Euclidean distance clusters worse than cosine similarity", f"{experiment}, by "
                          f"{granularity}", "accuracy % cosine - Euclidean", gap.mean(), lo, hi, 1,
                          f"{len(gap)} random states, paired", "Euclidean 'did not produce clear clusters'",
@@ -121,20 +121,18 @@ def clustering_rows(summary: pd.DataFrame, states: pd.DataFrame) -> list[dict]:
 
 # -- §5.1, §6: lines -------------------------------------------------------------------------------
 
-def _units_interval(effects: pd.DataFrame, value_column: str = "dloss") -> tuple[float, float, float, str]:
-    """Mean over units (pair or direction) of the mean over their targets, with its interval.
+def _units_interval(effects: pd.DataFrame, units: str) -> tuple[float, float, float, str]:
+    """Mean over `units` (the pairs or directions in column `unit`) of the mean over their targets.
 
-    Bootstrap over units, then over the targets within them; with one unit and one target, a
-    normal interval from the two probes' test-sample standard errors.
+    Its interval bootstraps the units, then the targets within them; with one unit and one
+    target, it is the normal interval of the two probes' test-sample standard errors.
     """
-    per_unit = [g[value_column].to_numpy() for _, g in effects.groupby("unit", sort=False)]
-    value = float(np.mean([u.mean() for u in per_unit]))
     if len(effects) == 1:
-        lo, hi = normal_interval(value, float(effects[f"{value_column}_se"].iloc[0]))
-        return value, lo, hi, "1 point: test-sample SE"
-    lo, hi = clustered_mean_interval(per_unit)
-    return value, lo, hi, f"{len(per_unit)} {'pairs' if effects['comparison'].iloc[0] != 'leave' else 'directions'}" \
-                          f" x {effects['target'].nunique()} target(s), bootstrap"
+        value = float(effects["dloss"].iloc[0])
+        return (value, *normal_interval(value, float(effects["dloss_se"].iloc[0])), "1 point: test-sample SE")
+    per_unit = [g["dloss"].to_numpy() for _, g in effects.groupby("unit", sort=False)]
+    value, lo, hi = clustered_mean(per_unit)
+    return value, lo, hi, f"{len(per_unit)} {units} x {effects['target'].nunique()} target(s), bootstrap"
 
 
 def interpolation_rows(effects: pd.DataFrame) -> list[dict]:
@@ -142,9 +140,8 @@ def interpolation_rows(effects: pd.DataFrame) -> list[dict]:
     inside = effects[(effects.comparison == "interpolation") & (effects.role == "line")]
     for granularity, df in inside.groupby("granularity", sort=False):
         # one number per (pair, target): the mean over the interior alphas
-        per = df.groupby(["unit", "target"], sort=False).agg(dloss=("dloss", "mean"), dloss_se=("dloss_se", "mean"),
-                                                             comparison=("comparison", "first")).reset_index()
-        value, lo, hi, units = _units_interval(per)
+        per = df.groupby(["unit", "target"], sort=False)[["dloss", "dloss_se"]].mean().reset_index()
+        value, lo, hi, units = _units_interval(per, "pairs")
         rows.append(_row("§5.1, Fig. 3", "interpolated models are as good as or better than the line's ends",
                          granularity, "loss inside the line - mean loss of its ends (nats)", value, lo, hi, 3, units,
                          "below the ends' loss", "holds if the interval is below 0; does not hold if above",
@@ -158,7 +155,7 @@ def extrapolation_rows(effects: pd.DataFrame) -> list[dict]:
     for granularity, df in beyond.groupby("granularity", sort=False):
         # the farthest alpha on each side of each line
         far = pd.concat([df[df.x > 1].loc[lambda d: d.x == d.x.max()], df[df.x < 0].loc[lambda d: d.x == d.x.min()]])
-        value, lo, hi, units = _units_interval(far)
+        value, lo, hi, units = _units_interval(far, "pairs")
         dacc = far["dacc"].mean()
         alphas = ", ".join(f"{a:g}" for a in sorted(far.x.unique()))
         rows.append(_row("§6, Fig. 5", "the loss rises beyond the line's ends", granularity,
@@ -207,7 +204,7 @@ def leave_rows(effects: pd.DataFrame) -> list[dict]:
         if random.empty:
             continue
         far = random[random.x == random.x.max()]
-        value, lo, hi, units = _units_interval(far)
+        value, lo, hi, units = _units_interval(far, "directions")
         rows.append(_row("App. F, Fig. 11", "the loss rises with the distance from In's centroid in random directions",
                          granularity, f"loss at {far.x.iloc[0]:g} mean distances - the centroid's (nats)", value, lo,
                          hi, 3, units, "rises", "holds if the interval is above 0", 0.0, "above"))
@@ -224,15 +221,14 @@ def leave_rows(effects: pd.DataFrame) -> list[dict]:
         radius = common[-1]
         random_at = random[random.x == radius].groupby("target")[["dloss", "dloss_se"]].mean()
         toward_at = toward[toward.x == radius].set_index("target")[["dloss", "dloss_se"]]
-        gaps = pd.DataFrame({"unit": "pretrained", "target": toward_at.index, "comparison": "leave",
-                             "dloss": (random_at["dloss"] - toward_at["dloss"]).reindex(toward_at.index).to_numpy(),
-                             "dloss_se": np.hypot(random_at["dloss_se"], toward_at["dloss_se"]).reindex(toward_at.index)
-                             .to_numpy()}).dropna()
-        value, lo, hi, units = _units_interval(gaps)
+        gaps = pd.DataFrame({"unit": "random - toward pretrained", "target": toward_at.index,
+                             "dloss": random_at["dloss"].reindex(toward_at.index) - toward_at["dloss"],
+                             "dloss_se": np.hypot(random_at["dloss_se"].reindex(toward_at.index),
+                                                  toward_at["dloss_se"])}).dropna()
+        value, lo, hi, units = _units_interval(gaps, "paired comparison")
         rows.append(_row("App. F, Fig. 11", TOWARD_PRETRAINED, granularity,
                          f"random - toward-pretrained loss change at {radius:g} mean distances (nats)", value, lo, hi,
-                         3, f"{units.replace('bootstrap', 'paired by target')}; toward pretrained "
-                         f"{toward_at['dloss'].mean():+.3f}", TOWARD_PRETRAINED_PAPER,
+                         3, f"{units}; toward pretrained {toward_at['dloss'].mean():+.3f}", TOWARD_PRETRAINED_PAPER,
                          "holds if the interval is above 0", 0.0, "above"))
     return rows
 
@@ -245,8 +241,7 @@ def centroid_rows(runs: pd.DataFrame) -> list[dict]:
     for shots, df in part.groupby("shots", sort=False):
         full = shots == "full"
         by_target = [g.to_numpy() for _, g in df.groupby("target")["gain"]]
-        value = float(np.mean([g.mean() for g in by_target]))
-        lo, hi = clustered_mean_interval(by_target)
+        value, lo, hi = clustered_mean(by_target)
         method = df["method"].iloc[0]
         rows.append(_row("§7, Table 2" if full else "§7, Table 3",
                          f"{'BitFit' if method == 'bitfit' else 'LoRA'} from the centroid of the other datasets' "

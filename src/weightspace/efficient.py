@@ -23,7 +23,7 @@ from .centres import CENTRES
 from .data import read_split, subsample
 from .errors import WeightspaceError
 from .finetuning import _device_name, train_and_test
-from .intervals import clustered_mean_interval, format_interval, t_interval
+from .intervals import clustered_mean, format_interval, t_interval
 from .io import read_json, write_parquet, write_text
 from .metrics import gather
 from .models import load_classifier, load_tokenizer
@@ -212,13 +212,13 @@ def gains(runs: pd.DataFrame, tolerance: float) -> pd.DataFrame:
     return table.loc[order.sort_values(["_shots", "target", "_start"]).index].reset_index(drop=True)
 
 
-def mean_gain(runs: pd.DataFrame, shots: str, start: str) -> tuple[float, float, float]:
-    """The mean over targets of the mean gain over seeds, with its interval over targets and seeds."""
-    part = paired_gains(runs)
-    part = part[(part.shots == shots) & (part.start == start)]
-    by_target = [g.to_numpy() for _, g in part.groupby("target")["gain"]]
-    lo, hi = clustered_mean_interval(by_target)
-    return float(np.mean([g.mean() for g in by_target])), lo, hi
+def mean_gain(paired: pd.DataFrame, shots: str, start: str) -> tuple[float, float, float]:
+    """The mean over targets of the mean gain over seeds, with its interval over targets and seeds.
+
+    `paired` is paired_gains(runs).
+    """
+    part = paired[(paired.shots == shots) & (paired.start == start)]
+    return clustered_mean([g.to_numpy() for _, g in part.groupby("target")["gain"]])
 
 
 def outcome_counts(table: pd.DataFrame, shots: str, start: str) -> tuple[int, int, int]:
@@ -230,6 +230,7 @@ def markdown(table: pd.DataFrame, runs: pd.DataFrame, tolerance: float) -> str:
     """The paper's Tables 2 and 3: one block per shots setting, rows = starts and gains."""
     method = "BitFit" if table.method.iloc[0] == "bitfit" else "LoRA"
     seeds = int(table.seeds.min())
+    paired = paired_gains(runs)
     lines = [f"# The centroid as a starting point ({method}; paper §7, App. H)", "",
              f"Test accuracy (%) after {method} from each start, mean over {seeds} seed(s); gain = start - pretrained "
              "in points, paired by seed, with its 95% t interval over seeds in brackets (none for one seed). A tie "
@@ -241,25 +242,25 @@ def markdown(table: pd.DataFrame, runs: pd.DataFrame, tolerance: float) -> str:
         paper = PAPER["full" if shots == "full" else "few"]
         title = "full training set" if shots == "full" else f"at most {shots} training examples"
         lines += [f"## {title} (paper: {paper['table']})", ""]
+        starts = [s for s in STARTS if s in set(part.start)]
+        means = {start: format_interval(*mean_gain(paired, shots, start), 2) for start in starts if start != "pretrained"}
         rows = []
-        for start in [s for s in STARTS if s in set(part.start)]:
+        for start in starts:
             by_target = part[part.start == start].set_index("target").reindex(datasets)
             rows.append([start, *(f"{a:.2f}" for a in by_target.accuracy), f"{by_target.accuracy.mean():.2f}"])
-            if start != "pretrained":
-                mean, lo, hi = mean_gain(runs, shots, start)
+            if start in means:
                 rows.append([f"gain ({start})", *(format_interval(g, a, b, 2) for g, a, b in
                                                   zip(by_target.gain, by_target.gain_lo, by_target.gain_hi)),
-                             format_interval(mean, lo, hi, 2)])
+                             means[start]])
         known = [d for d in datasets if d in paper["pretrained"]]
         if known:
             rows.append(["paper gain (centroid)", *[f"{paper['centroid'][d] - paper['pretrained'][d]:.2f}"
                                                     if d in known else "" for d in datasets], f"{paper['mean_gain']:.2f}"])
         lines += [pd.DataFrame(rows, columns=["start", *datasets, "mean"]).to_markdown(index=False), ""]
-        for start in [s for s in STARTS if s in set(part.start) and s != "pretrained"]:
+        for start, mean in means.items():
             w, t, l = outcome_counts(table, shots, start)
-            mean, lo, hi = mean_gain(runs, shots, start)
             lines.append(f"- {start} vs pretrained: {_count(w, 'win')}, {_count(t, 'tie')}, {_count(l, 'loss')} "
-                         f"of {w + t + l} targets; mean gain {format_interval(mean, lo, hi, 2)} points.")
+                         f"of {w + t + l} targets; mean gain {mean} points.")
         pw, pt, pl = paper["wins_ties_losses"]
         lines += [f"- Paper ({paper['table']}, roberta-base, 12 GLUE/SuperGLUE targets): centroid mean gain "
                   f"{paper['mean_gain']:+.2f} points; {_count(pw, 'win')}, {_count(pt, 'tie')}, {_count(pl, 'loss')}.",

@@ -172,7 +172,7 @@ def cluster_step(similarity_path, members: list[dict], group_by: list[str], affi
 
     from .clustering import (accuracy_over_states, chance_accuracy, cluster_and_score, cluster_euclidean,
                              cosine_affinity, gaussian_affinity, majority_groups)
-    from .intervals import LEVEL
+    from .intervals import percentile_interval
     from .io import read_parquet, write_parquet
     from .similarity import Similarity
 
@@ -196,7 +196,7 @@ def cluster_step(similarity_path, members: list[dict], group_by: list[str], affi
             accuracies = accuracy_over_states(affinities[metric], groups, range(states))
             spread += [{"experiment": experiment, "granularity": granularity, "metric": metric, "state": i,
                         "accuracy": a} for i, a in enumerate(accuracies)]
-            lo, hi = np.percentile(accuracies, [50 * (1 - LEVEL), 50 * (1 + LEVEL)])
+            lo, hi = percentile_interval(accuracies)
             chance = chance_accuracy(groups, clusters, seed=seed)
             log.info("%s by %s, %s: k=%d accuracy %.3f (%.3f-%.3f over %d states; shuffled groups reach %.3f) "
                      "purity %.3f", experiment, granularity, metric, result["k"], result["accuracy"], lo, hi, states,

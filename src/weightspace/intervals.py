@@ -24,7 +24,7 @@ def bootstrap_interval(statistic: Callable[..., float], samples: Sequence[Sequen
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     values = np.array([statistic(*(a[rng.integers(0, a.size, a.size)] for a in arrays)) for _ in range(resamples)])
-    return _percentiles(values, level)
+    return percentile_interval(values, level)
 
 
 def clustered_mean_interval(groups: Sequence[Sequence[float]], resamples: int = RESAMPLES, seed: int = 0,
@@ -42,7 +42,15 @@ def clustered_mean_interval(groups: Sequence[Sequence[float]], resamples: int = 
     for i in range(resamples):
         chosen = rng.integers(0, len(arrays), len(arrays)) if len(arrays) > 1 else [0]
         values[i] = np.mean([arrays[j][rng.integers(0, arrays[j].size, arrays[j].size)].mean() for j in chosen])
-    return _percentiles(values, level)
+    return percentile_interval(values, level)
+
+
+def clustered_mean(groups: Sequence[Sequence[float]], resamples: int = RESAMPLES, seed: int = 0,
+                   level: float = LEVEL) -> tuple[float, float, float]:
+    """(mean of the group means, lo, hi): the value clustered_mean_interval is the interval of."""
+    means = [float(np.mean(g)) for g in groups if len(g)]
+    lo, hi = clustered_mean_interval(groups, resamples, seed, level)
+    return (float(np.mean(means)) if means else float("nan")), lo, hi
 
 
 def t_interval(values: Sequence[float], level: float = LEVEL) -> tuple[float, float]:
@@ -87,6 +95,7 @@ def format_interval(value: float, lo: float, hi: float, digits: int = 1) -> str:
     return f"{value:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
-def _percentiles(values: np.ndarray, level: float) -> tuple[float, float]:
-    lo, hi = np.percentile(values, [50 * (1 - level), 50 * (1 + level)])
+def percentile_interval(values, level: float = LEVEL) -> tuple[float, float]:
+    """The central `level` range of a sample of values (resampled statistics, or runs at many random states)."""
+    lo, hi = np.percentile(np.asarray(values, dtype=float), [50 * (1 - level), 50 * (1 + level)])
     return float(lo), float(hi)
