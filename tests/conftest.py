@@ -108,8 +108,8 @@ def tiny_config(tmp: Path) -> dict:
         # the region - probes, lines (alphas -1, 0, 0.5, 1, 2), hull, exterior, PB, leaving the centroid
         "region": {
             "probe": {"max_train": 100, "batch_size": 64}, "threads": 1,
-            "interpolation": [0, 0.5, 1], "extrapolation": {"steps": 2, "max": 2},
-            "radii": [2], "random_directions": 1,
+            "interpolation": [0, 0.5, 1], "extrapolation": {"steps": 1, "max": 2},
+            "radii": [2], "random_directions": 1, "toward_pretrained": [1],
             "granularities": {
                 "same_dataset": {"in": ["tiny_sent"], "ex": ["tiny_topic", "tiny_pair"], "ex_seeds": [1],
                                  "pairs": [["tiny_sent", "tiny_sent"]]},

@@ -94,8 +94,16 @@ def test_centroid_experiment_end_to_end(tiny_run):
     assert (runs.trainable_params < 0.1 * runs.total_params).all()
     log = (workdir / "logs/bitfit/tiny_topic/centroid/full/seed1.log").read_text()
     assert "ETA" in log and "examples/s" in log
+    # both starts train under one rule: scored on the validation split, the curves kept with each run
+    every = config["finetune"].get("validate_every", 50)
+    assert all(len(steps) and steps[-1] == n and (steps[:-1] % every == 0).all()
+               for steps, n in zip(runs.log_validation_step, runs.steps))
+    assert (runs.kept_step <= runs.steps).all() and runs.validation_loss.notna().all()
+    curves = pd.read_parquet(workdir / "results/tables/centroid_runs.parquet")
+    assert {"log_train_loss", "log_validation_loss", "log_validation_accuracy", "kept_step"} <= set(curves.columns)
     table = pd.read_parquet(workdir / "results/tables/centroid.parquet")
-    assert len(table) == 6 and set(table.outcome.dropna()) <= {"win", "tie", "loss"}
+    assert len(table) == 6 and set(table.outcome.dropna()) <= {"win", "tie", "loss", "both at chance"}
+    assert {"majority", "above_majority"} <= set(table.columns)
     assert table[table.start == "pretrained"].gain.eq(0).all()
     # the paper's effect at toy scale: a random 2-layer encoder cannot route topic words to the first
     # token by its biases alone; the centroid of the sentiment and topic-pair models can.
@@ -111,7 +119,7 @@ def test_centroid_experiment_end_to_end(tiny_run):
 
 @pytest.mark.parametrize("configfile, jobs", [
     ("config/config.yaml", {"centroid": 12, "bitfit": 12 * 2 * 2 * 5}),
-    ("config/demo.yaml", {"centroid": 4, "bitfit": 4 * 2 * 2 * 1}),
+    ("config/demo.yaml", {"centroid": 4, "bitfit": 4 * 2 * 1 * 1}),
 ])
 def test_shipped_configs_dry_run_the_grid(tmp_path, configfile, jobs):
     proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--snakefile", str(ROOT / "Snakefile"),

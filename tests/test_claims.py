@@ -92,7 +92,7 @@ def _line_losses(points):
 
 def test_effects_compare_each_point_with_its_reference_and_flag_disagreements():
     losses = _line_losses([(-1.0, 0.9, 0.60), (0.0, 0.5, 0.80), (0.5, 0.45, 0.82), (1.0, 0.6, 0.78), (2.0, 0.4, 0.70)])
-    effects = effects_table(losses, {}).set_index("x")
+    effects = effects_table(losses).set_index("x")
     assert effects.loc[0.5, "comparison"] == "interpolation"
     assert effects.loc[0.5, "dloss"] == pytest.approx(0.45 - 0.55)
     assert effects.loc[-1.0, "reference"] == "0.0" and effects.loc[-1.0, "dloss"] == pytest.approx(0.4)

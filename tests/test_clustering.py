@@ -7,10 +7,11 @@ import pandas as pd
 import pytest
 
 from conftest import make_tiny_roberta, run_snakemake
-from weightspace.clustering import (cluster_and_score, cluster_euclidean, cosine_affinity, gaussian_affinity,
-                                    matched_groups, score)
+from weightspace.clustering import (cluster_and_score, cluster_euclidean, cosine_affinity, euclidean_affinity,
+                                    gaussian_affinity, matched_groups, score)
 from weightspace.errors import WeightspaceError
-from weightspace.geometry import experiment_members
+from weightspace.geometry import cluster_step, clustering_table, experiment_members, reference_bases
+from weightspace.seeding import run_seed
 from weightspace.similarity import Similarity
 
 
@@ -55,6 +56,37 @@ def test_affinities():
     np.testing.assert_allclose(gaussian_affinity(d)[0], np.exp(-np.array([0.0, 4.0, 16.0]) / 8))
     with pytest.raises(WeightspaceError, match="affinity 'cube'"):
         cosine_affinity(m, "cube")
+
+
+def test_euclidean_kernels():
+    d = np.array([[0.0, 1.0, 2.0], [1.0, 0.0, 3.0], [2.0, 3.0, 0.0]])
+    np.testing.assert_allclose(euclidean_affinity(d, "authors"), np.exp(-d**2 / 2))
+    np.testing.assert_allclose(euclidean_affinity(d, "authors")[1], [np.exp(-0.5), 1.0, np.exp(-4.5)])
+    np.testing.assert_allclose(euclidean_affinity(d, "median"), gaussian_affinity(d))  # sigma = 2
+    with pytest.raises(WeightspaceError, match="euclidean_kernel 'cube': expected one of authors, median"):
+        euclidean_affinity(d, "cube")
+
+
+@pytest.mark.parametrize("kernel", ["authors", "median"])
+def test_clustering_table_names_the_kernel(tmp_path, kernel):
+    rng = np.random.default_rng(0)
+    directions = rng.normal(size=(2, 50))
+    vectors = np.stack([directions[i % 2] + rng.normal(0, 0.5, 50) for i in range(6)])
+    names = [f"d{i % 2}/seed{i // 2}" for i in range(6)]
+    members = [{"model": n, "dataset": n.split("/")[0], "seed": i // 2, "family": None, "size": None, "base": "tiny"}
+               for i, n in enumerate(names)]
+    similarity = tmp_path / "exp.parquet"
+    Similarity(names, vectors @ vectors.T).long_form().to_parquet(similarity)
+    summary = tmp_path / "exp.summary.parquet"
+    cluster_step(similarity, members, ["dataset"], "shift", kernel, "first_base", 0, 2, summary,
+                 tmp_path / "exp.assignments.parquet", tmp_path / "exp.states.parquet")
+    rows = clustering_table([summary], tmp_path / "table.parquet", tmp_path / "table.md")
+    assert rows.set_index("metric").loc["euclidean", "affinity"] == kernel
+    md = (tmp_path / "table.md").read_text()
+    named = {"authors": "Euclidean: affinity from the distance d (authors: exp(-d^2 / 2), the authors' exp(-D / 2)",
+             "median": "Euclidean: affinity from the distance d (median: exp(-d^2 / (2 sigma^2)), sigma the median"}
+    assert named[kernel] in md
+    assert "| reference   |" in md and "| exp          | dataset       | first_base  |" in md
 
 
 def test_euclidean_contrast_sees_norms_not_directions():
@@ -112,6 +144,36 @@ def test_experiment_config_errors(tiny_workspace):
         members({"datasets": ["tiny_sent", "tiny_topic"], "bases": ["tiny", "other"]})
 
 
+def test_reference_bases_per_mode(tiny_workspace):
+    _, config = tiny_workspace
+    config = {**config, "models": {**config["models"], "tiny_b": {"source": "local", "path": "unused"}}}
+
+    def references(spec):
+        config["geometry"] = {"experiments": {"x": {"datasets": ["tiny_sent", "tiny_topic"], "seeds": [1],
+                                                    "group_by": ["base"], **spec}}}
+        return reference_bases(config, "x")
+
+    two = {"bases": ["tiny_b", "tiny"]}  # models: per dataset, tiny_b then tiny
+    assert references({**two, "reference": "own_base"}) == ["tiny_b", "tiny", "tiny_b", "tiny"]
+    assert references({**two, "reference": "first_base"}) == ["tiny_b"] * 4
+    assert references(two) == ["tiny_b"] * 4  # first_base: the default
+    assert references({**two, "reference": "none"}) == [None] * 4
+    assert references({"seeds": [1, 2], "group_by": ["dataset"]}) == ["tiny"] * 4
+    with pytest.raises(WeightspaceError, match="key 'geometry.experiments.x.reference': expected one of "
+                                               "own_base, first_base, none, got 'zero'"):
+        references({**two, "reference": "zero"})
+
+
+def test_other_base_runs_get_their_own_torch_seed():
+    import hashlib
+
+    main = run_seed("tiny_sent", 1)
+    assert main == int.from_bytes(hashlib.sha256(b"tiny_sent:1").digest()[:4], "little") & 0x7FFFFFFF  # unchanged
+    other = run_seed("tiny_sent", 1, base="tiny_b")
+    assert other != main and other == run_seed("tiny_sent", 1, base="tiny_b") != run_seed("tiny_sent", 1, base="x")
+    assert run_seed("tiny_sent", 1, "plain", base="tiny_b") == 1  # plain: the seed itself, as asked
+
+
 def test_bad_experiment_fails_before_running(tiny_workspace, tmp_path):
     _, config = tiny_workspace
     config = {**config, "geometry": {"experiments": {"x": {"families": ["sentiment", "nope"]}}}}
@@ -134,6 +196,10 @@ def appendix_run(tiny_workspace, tmp_path_factory):
                   "group_by": ["dataset", "size"]},
         "bases": {"datasets": ["tiny_sent", "tiny_topic"], "bases": ["tiny", "tiny_b"], "seeds": [1],
                   "group_by": ["base", "dataset"]},
+        "bases_own": {"datasets": ["tiny_sent", "tiny_topic"], "bases": ["tiny", "tiny_b"], "seeds": [1],
+                      "group_by": ["base", "dataset"], "reference": "own_base"},
+        "bases_raw": {"datasets": ["tiny_sent", "tiny_topic"], "bases": ["tiny", "tiny_b"], "seeds": [1],
+                      "group_by": ["base", "dataset"], "reference": "none"},
     }}
     run_snakemake(workdir, config, "results/tables/clustering.md", "results/plots/tsne_sizes.png",
                   "results/plots/tsne_bases.png")
@@ -164,24 +230,33 @@ def test_data_size_runs_use_nested_subsamples(appendix_run):
     assert rows.loc[("sizes", "size", "cosine"), "accuracy"] < 1.0
 
 
-def test_two_bases_each_vector_against_its_own_base(appendix_run):
+def test_two_bases_vectors_by_reference(appendix_run):
     workdir = appendix_run
-    assert (workdir / "results/models/finetuned/tiny_sent/base-tiny_b/seed1/model.safetensors").exists()
-    assert (workdir / "results/models/pretrained/tiny_b/model.safetensors").exists()
-    sim = Similarity.from_long_form(pd.read_parquet(workdir / "results/metrics/similarity/bases.parquet"))
-    assert sorted(sim.names) == sorted(["tiny_sent/seed1", "tiny_topic/seed1", "tiny_sent/base-tiny_b/seed1",
-                                        "tiny_topic/base-tiny_b/seed1"])
-    # a task vector is finetuning's move from its own start; against the other base it would also
-    # hold the distance between the two random initialisations
+    finetuned, pretrained = workdir / "results/models/finetuned", workdir / "results/models/pretrained"
+    assert (finetuned / "tiny_sent/base-tiny_b/seed1/model.safetensors").exists()
+    assert (pretrained / "tiny_b/model.safetensors").exists()
     from weightspace.taskvectors import task_vector
 
-    own = task_vector(workdir / "results/models/finetuned/tiny_sent/base-tiny_b/seed1",
-                      workdir / "results/models/pretrained/tiny_b").flatten().norm()
-    wrong = task_vector(workdir / "results/models/finetuned/tiny_sent/base-tiny_b/seed1",
-                        workdir / "results/models/pretrained/tiny").flatten().norm()
-    assert sim.norms[sim.names.index("tiny_sent/base-tiny_b/seed1")] == pytest.approx(float(own), rel=1e-5)
-    assert wrong > 1.1 * own
+    other = task_vector(finetuned / "tiny_sent/base-tiny_b/seed1", pretrained / "tiny_b")
+    expected = {"bases": other.against(pretrained / "tiny"), "bases_own": other, "bases_raw": other.against(None)}
+    norms = {}
+    for experiment, vector in expected.items():
+        sim = Similarity.from_long_form(pd.read_parquet(workdir / f"results/metrics/similarity/{experiment}.parquet"))
+        assert sorted(sim.names) == sorted(["tiny_sent/seed1", "tiny_topic/seed1", "tiny_sent/base-tiny_b/seed1",
+                                            "tiny_topic/base-tiny_b/seed1"])
+        norms[experiment] = sim.norms[sim.names.index("tiny_sent/base-tiny_b/seed1")]
+        assert norms[experiment] == pytest.approx(float(vector.flatten().norm()), rel=1e-5)
+    # against the first base, the second base's models also hold the distance between the two
+    # random initialisations; their own-base vectors hold finetuning's move alone
+    assert norms["bases"] > 1.1 * norms["bases_own"]
     rows = pd.read_parquet(workdir / "results/tables/clustering.parquet")
-    rows = rows[(rows.experiment == "bases") & (rows.metric == "cosine")].set_index("granularity")
-    assert set(rows.index) == {"base", "dataset"}
-    assert rows.loc["base", "accuracy"] == 1.0  # App. B: the models cluster by the base they started from
+    cosine = rows[rows.metric == "cosine"].set_index(["experiment", "granularity"])
+    assert set(cosine.loc["bases"].index) == {"base", "dataset"}
+    assert cosine.loc[("bases", "base"), "reference"] == "first_base"
+    assert cosine.loc[("bases_own", "base"), "reference"] == "own_base"
+    assert cosine.loc[("bases", "base"), "accuracy"] == 1.0  # App. B: the models cluster by the base they started from
+    # the two bases' runs of one (dataset, seed) start from different head initialisations and data orders
+    seeds = {path: pd.read_parquet(workdir / f"results/metrics/finetune/tiny_sent/{path}.parquet").torch_seed.iloc[0]
+             for path in ("seed1", "base-tiny_b/seed1")}
+    assert seeds == {"seed1": run_seed("tiny_sent", 1), "base-tiny_b/seed1": run_seed("tiny_sent", 1, base="tiny_b")}
+    assert seeds["seed1"] != seeds["base-tiny_b/seed1"]

@@ -26,7 +26,7 @@ def demo_line(tmp_path_factory):
         "finetune": {**demo["finetune"], "seeds": [1, 2]},
         "region": {
             "probe": demo["region"]["probe"], "threads": 1, "interpolation": [0, 0.5, 1],
-            "extrapolation": {"steps": 3, "max": 4},  # alphas -3, -1, 2, 4
+            "extrapolation": {"steps": 2, "max": 4},  # alphas -3, -1, 2, 4
             "granularities": {"same_dataset": {"in": ["vader_movies"], "ex": ["vader_tweets"], "ex_seeds": [1],
                                                "pairs": [["vader_movies", "vader_movies"]], "hull_samples": 2,
                                                "leave": False}},

@@ -96,9 +96,10 @@ def test_shots_cap():
 
 def _paper_runs(kind):
     paper = efficient.PAPER[kind]
+    # majority 0: every start counts as learning, so the paper's own counting applies
     rows = [{"shots": "full" if kind == "full" else "1000", "target": d, "start": s, "seed": 1, "train_size": 1,
-             "method": "bitfit", "test_accuracy": paper[s][d] / 100} for d in paper["pretrained"]
-            for s in ("pretrained", "centroid")]
+             "test_size": 1000, "majority_test_accuracy": 0.0, "method": "bitfit",
+             "test_accuracy": paper[s][d] / 100} for d in paper["pretrained"] for s in ("pretrained", "centroid")]
     return pd.DataFrame(rows)
 
 
@@ -106,16 +107,38 @@ def _paper_runs(kind):
 def test_gains_reproduce_the_papers_tables(kind):
     table = efficient.gains(_paper_runs(kind), tolerance=efficient.PAPER_TOLERANCE)
     shots = table.shots.iloc[0]
-    assert efficient.outcome_counts(table, shots, "centroid") == efficient.PAPER[kind]["wins_ties_losses"]
+    assert efficient.outcome_counts(table, shots, "centroid") == (*efficient.PAPER[kind]["wins_ties_losses"], 0)
     assert round(table[table.start == "centroid"].gain.mean(), 2) == efficient.PAPER[kind]["mean_gain"]
     md = efficient.markdown(table, _paper_runs(kind), efficient.PAPER_TOLERANCE)
-    assert "9 wins, 2 ties, 1 loss of 12 targets" in md and "paper gain (centroid)" in md
+    assert "9 wins, 2 ties, 1 loss, 0 both at chance of 12 targets" in md and "paper gain (centroid)" in md
+
+
+def test_a_gain_between_two_starts_at_chance_is_not_counted():
+    """The paper's WNLI: 54.08 from the pretrained model, 52.68 from the centroid, on 71 validation
+    examples whose majority class is 56.34% - neither start learned, so its "loss" is no loss."""
+    runs = _paper_runs("full")
+    wnli = runs.target == "wnli"
+    runs.loc[wnli, "majority_test_accuracy"], runs.loc[wnli, "test_size"] = 40 / 71, 71
+    table = efficient.gains(runs, tolerance=efficient.PAPER_TOLERANCE)
+    row = table[(table.target == "wnli") & (table.start == "centroid")].iloc[0]
+    assert row.outcome == "both at chance" and not row.above_majority
+    assert efficient.outcome_counts(table, "full", "centroid") == (9, 2, 0, 1)
+    assert "54.08 (chance)" in efficient.markdown(table, runs, efficient.PAPER_TOLERANCE)
+    # one start above the majority is enough for the gain to count
+    runs.loc[wnli & (runs.start == "centroid"), "test_accuracy"] = 0.70
+    row = efficient.gains(runs, tolerance=0.1).set_index(["target", "start"]).loc[("wnli", "centroid")]
+    assert row.outcome == "win"
+
+
+def test_beats_majority_needs_more_than_test_noise():
+    # 2 classes, 300 examples: the binomial SE at 50% is 2.89 points, the margin 4.75
+    assert list(efficient.beats_majority([52.0, 54.0, 55.0], [50.0] * 3, [300] * 3)) == [False, False, True]
 
 
 def test_gains_are_paired_by_seed_and_need_the_pretrained_start():
     runs = pd.DataFrame([
-        {"shots": "full", "target": "t", "start": s, "seed": seed, "train_size": 1, "method": "bitfit",
-         "test_accuracy": acc} for s, seed, acc in
+        {"shots": "full", "target": "t", "start": s, "seed": seed, "train_size": 1, "test_size": 1000,
+         "majority_test_accuracy": 0.0, "method": "bitfit", "test_accuracy": acc} for s, seed, acc in
         [("pretrained", 1, 0.50), ("pretrained", 2, 0.70), ("centroid", 1, 0.60), ("centroid", 2, 0.70)]
     ])
     row = efficient.gains(runs, tolerance=0.5).set_index("start").loc["centroid"]
@@ -123,7 +146,8 @@ def test_gains_are_paired_by_seed_and_need_the_pretrained_start():
     # gains of +10 and 0 points: the t interval over the two seeds holds 0, so it is a tie
     assert row.gain_lo < 0 < row.gain_hi and row.outcome == "tie"
     steady = pd.DataFrame([
-        {"shots": "full", "target": "t", "start": s, "seed": seed, "train_size": 1, "method": "bitfit",
+        {"shots": "full", "target": "t", "start": s, "seed": seed, "train_size": 1, "test_size": 1000,
+         "majority_test_accuracy": 0.0, "method": "bitfit",
          "test_accuracy": 0.5 + seed / 100 + (gain if s == "centroid" else 0)}
         for seed, gain in [(1, 0.09), (2, 0.10), (3, 0.11)] for s in ("pretrained", "centroid")
     ])

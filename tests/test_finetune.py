@@ -91,3 +91,41 @@ def test_pickled_weights_are_refused(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(WeightspaceError, match="no .safetensors weights"):
         save_base_model("m", {"source": "local", "path": str(tmp_path)}, tmp_path / "out")
+
+
+def _validation_loss(out, setup):
+    """The saved model's loss on the validation split, scored afresh."""
+    from transformers import AutoModelForSequenceClassification
+
+    from weightspace.data import read_split
+    from weightspace.finetuning import encode, evaluate
+    from weightspace.models import load_tokenizer
+
+    tmp, base, ft = setup
+    tokenizer = load_tokenizer(base)
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    features = encode(read_split(tmp / "data", "validation"), tokenizer, ft["max_length"])
+    return evaluate(model, features, tokenizer, 64, torch.device("cpu"))["loss"]
+
+
+def test_early_stopping_keeps_the_best_validation_weights(setup):
+    # a rate far too high: the validation loss gets worse after its first scores, and training stops
+    out, row = _run(setup, "es", lr=0.05, epochs=20, validate_every=3, patience=2, warmup_ratio=0.0)
+    steps, losses = list(row["log_validation_step"]), list(row["log_validation_loss"])
+    assert row["stopped_early"] and row["steps"] < 20 * 9 and steps[-1] == row["steps"]
+    best = losses.index(min(losses))
+    assert row["kept_step"] == steps[best] < row["steps"] and len(steps) == best + 1 + 2
+    assert row["validation_loss"] == min(losses)
+    assert _validation_loss(out, setup) == pytest.approx(min(losses), rel=1e-5)
+    # the same run again: the same stop and the same weights
+    again, row2 = _run(setup, "es_again", lr=0.05, epochs=20, validate_every=3, patience=2, warmup_ratio=0.0)
+    assert row2["kept_step"] == row["kept_step"]
+    wa, wb = load_tensors(out / "model.safetensors"), load_tensors(again / "model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_without_patience_the_curve_is_recorded_and_the_last_weights_kept(setup):
+    out, row = _run(setup, "curve", epochs=2, validate_every=5, patience=None)
+    assert list(row["log_validation_step"]) == [5, 10, 15, 18] and row["kept_step"] == row["steps"] == 18
+    assert not row["stopped_early"] and row["validation_loss"] == list(row["log_validation_loss"])[-1]
+    assert _validation_loss(out, setup) == pytest.approx(row["validation_loss"], rel=1e-5)

@@ -7,8 +7,8 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModelForSequenceClassification
 
-from weightspace.io import load_tensors
-from weightspace.merging import combine, interpolate, line_coefficients
+from weightspace.io import load_tensors, save_tensors
+from weightspace.merging import combine, combined_tensors, interpolate, line_coefficients
 from weightspace.models import encoder_key_map, load_encoder
 from weightspace.region_plan import extrapolation_alphas, format_alpha, line_alphas
 
@@ -92,13 +92,15 @@ def test_format_alpha_names_each_coefficient_one_way():
 
 
 def test_the_paper_alpha_grids():
-    up = [1.47, 2.16, 3.17, 4.67, 6.86, 10.08, 14.81, 21.77, 32.0]
+    # "10 steps from 1 to 32": ten points per side beyond the ends, each 32 ** 0.1 times the last
+    up = [1.41, 2.0, 2.83, 4.0, 5.66, 8.0, 11.31, 16.0, 22.63, 32.0]
     alphas = extrapolation_alphas(10, 32)
     assert alphas == sorted(up + [round(1 - a, 2) for a in up])
     assert min(alphas) == -31 and max(alphas) == 32
+    assert extrapolation_alphas(2, 4) == [-3, -1, 2, 4]
     cfg = {"interpolation": [0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1], "extrapolation": {"steps": 10, "max": 32}}
     grid = line_alphas(cfg, extrapolate=True)
-    assert len(grid) == 11 + 18 and grid[0] == -31 and grid[-1] == 32
+    assert len(grid) == 11 + 20 and grid[0] == -31 and grid[-1] == 32
     assert len({format_alpha(a) for a in grid}) == len(grid)
 
 
@@ -109,3 +111,18 @@ def test_combine_still_averages_models_for_centroids(endpoints):
     w1, w2 = encoder_tensors(ends[0], base), encoder_tensors(ends[1], base)
     name = "encoder.layer.0.attention.self.query.weight"
     torch.testing.assert_close(merged[name], (w1[name] + w2[name]) / 2)
+
+
+def test_merges_copy_integer_buffers_from_the_pretrained_model(endpoints, tmp_path):
+    """A weighted sum of integer tensors would truncate them (0.3 * 7 + 0.7 * 7 = 6.999... -> 6)."""
+    _, base, ends = endpoints
+    pretrained = load_tensors(base / "model.safetensors")
+    ids = torch.arange(40, dtype=torch.int64).unsqueeze(0)
+    with_buffer = tmp_path / "base"
+    with_buffer.mkdir()
+    for f in ("config.json",):
+        (with_buffer / f).write_bytes((base / f).read_bytes())
+    save_tensors({**pretrained, "embeddings.position_ids": ids}, with_buffer / "model.safetensors")
+    merged = combined_tensors(ends, [0.3, 0.7], with_buffer)
+    assert merged["embeddings.position_ids"].dtype == torch.int64
+    assert torch.equal(merged["embeddings.position_ids"], ids)

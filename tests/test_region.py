@@ -109,16 +109,48 @@ def test_leaving_the_centroid_moves_the_asked_distance(group):
     tmp, base, members, stats = group
     centroid = flat(load_tensors(tmp / "centroid/model.safetensors"))
     pretrained = flat(load_tensors(base / "model.safetensors"))
-    for direction, seed in (("pretrained", None), ("random1", 11)):
+    for direction, seed in (("toward_origin", None), ("random1", 11)):
         distance = leave_centroid(tmp / "centroid", base, tmp / "stats.json", direction, 2.0, seed, tmp / direction)
         assert distance == pytest.approx(2 * stats["mean_centroid_distance"])
         moved = flat(load_tensors(tmp / direction / "model.safetensors"))
         assert float((moved - centroid).norm()) == pytest.approx(distance, rel=1e-3)
-    # toward the pretrained model: radius = its distance in units of In's spread lands on it
-    r = stats["centroid_pretrained_distance"] / stats["mean_centroid_distance"]
-    leave_centroid(tmp / "centroid", base, tmp / "stats.json", "pretrained", r, None, tmp / "at_pretrained")
-    landed = flat(load_tensors(tmp / "at_pretrained/model.safetensors"))
-    assert float((landed - pretrained).norm()) < 1e-3 * float((centroid - pretrained).norm())
+    # toward the origin is a scaling of the centroid: every weight shrinks by one factor
+    shrunk = flat(load_tensors(tmp / "toward_origin/model.safetensors"))
+    factor = 1 - 2 * stats["mean_centroid_distance"] / float(centroid.norm())
+    torch.testing.assert_close(shrunk, factor * centroid, atol=1e-5, rtol=1e-5)
+
+
+def test_toward_pretrained_follows_the_segment_and_stops_at_the_pretrained_model(group):
+    tmp, base, members, stats = group
+    centroid = flat(load_tensors(tmp / "centroid/model.safetensors"))
+    pretrained = flat(load_tensors(base / "model.safetensors"))
+    half = leave_centroid(tmp / "centroid", base, tmp / "stats.json", "toward_pretrained", 0.5, None, tmp / "half")
+    assert half == pytest.approx(0.5 * stats["centroid_pretrained_distance"], rel=1e-4)
+    torch.testing.assert_close(flat(load_tensors(tmp / "half/model.safetensors")), (centroid + pretrained) / 2,
+                               atol=1e-6, rtol=1e-5)
+    leave_centroid(tmp / "centroid", base, tmp / "stats.json", "toward_pretrained", 1.0, None, tmp / "end")
+    landed = flat(load_tensors(tmp / "end/model.safetensors"))
+    assert float((landed - pretrained).norm()) < 1e-4 * float((centroid - pretrained).norm())
+    with pytest.raises(WeightspaceError, match="outside \\(0, 1\\]"):
+        leave_centroid(tmp / "centroid", base, tmp / "stats.json", "toward_pretrained", 1.5, None, tmp / "beyond")
+
+
+def test_the_schema_refuses_a_step_beyond_the_pretrained_model():
+    with pytest.raises(WeightspaceError, match="toward_pretrained"):
+        validated_config({**MINIMAL, "region": {"toward_pretrained": [0.5, 1.5]}}, SCHEMA)
+
+
+def test_the_leave_plan_names_each_direction():
+    cfg = region_config(same_dataset={"in": ["a"], "ex": ["b"], "pairs": []})
+    cfg["region"]["toward_pretrained"] = [0.5, 1]
+    rows = pd.DataFrame(region_plan(cfg).rows)
+    leave = rows[rows.role == "leave"]
+    assert set(leave.direction) == {"centroid", "toward_origin", "toward_pretrained", "random1", "random2"}
+    toward = leave[leave.direction == "toward_pretrained"]
+    assert sorted(toward.fraction) == [0.5, 1] and toward.radius.isna().all()
+    assert sorted(toward.model) == ["region/same_dataset/leave/toward_pretrained/f0.5",
+                                    "region/same_dataset/leave/toward_pretrained/f1"]
+    assert sorted(leave[leave.direction == "toward_origin"].radius) == [1, 2]
 
 
 def test_hull_samples_are_convex_combinations(group):
@@ -135,7 +167,7 @@ def test_hull_samples_are_convex_combinations(group):
 def region_config(**granularities):
     cfg = {**MINIMAL, "finetune": {"seeds": [1, 2, 3]}}
     cfg["datasets"] = {d: {"source": "demo"} for d in ("a", "b", "c", "d")}
-    cfg["region"] = {"interpolation": [0, 0.5, 1], "extrapolation": {"steps": 3, "max": 4}, "radii": [1, 2],
+    cfg["region"] = {"interpolation": [0, 0.5, 1], "extrapolation": {"steps": 2, "max": 4}, "radii": [1, 2],
                      "random_directions": 2, "granularities": granularities}
     return validated_config(cfg, SCHEMA)
 
@@ -156,7 +188,7 @@ def test_the_plan_has_the_papers_shape():
     assert count[("same_dataset", "line")] == 3 * 7
     assert count[("same_task", "line")] == 9 * 7 and count[("same_task", "centroid_line")] == 3
     assert count[("general", "ex")] == 4 and count[("general", "hull")] == 5 and count[("general", "in")] == 8
-    # leave: centroid + (pretrained + 2 random) x 2 radii
+    # leave: centroid + (toward the origin + 2 random) x 2 radii
     assert count[("same_dataset", "leave")] == 1 + 3 * 2
     assert ("same_task", "leave") not in count
     # line ends are the finetuned models, not merged copies of them
@@ -216,12 +248,17 @@ def test_workflow_lines_span_the_grid_and_temp_weights_are_gone(tiny_run):
         assert (workdir / f"results/plots/{plot}.png").stat().st_size > 10_000
 
 
-def test_workflow_leave_table_has_both_directions(tiny_run):
+def test_workflow_leave_table_has_every_direction(tiny_run):
     workdir, _ = tiny_run
     leave = pd.read_parquet(workdir / "results/tables/leave_centroid.parquet")
-    kinds = set(leave[leave.granularity == "same_dataset"].kind)
-    assert {"centroid", "pretrained", "random", "finetuned_source"} <= kinds
-    assert np.isfinite(leave.loss_mean).all()
+    same = leave[leave.granularity == "same_dataset"].set_index("kind")
+    assert {"centroid", "toward_origin", "toward_pretrained", "random", "finetuned_source"} <= set(same.index)
+    assert np.isfinite(leave[["loss_mean", "accuracy_mean"]]).all().all()
+    # the pretrained model, the segment's end, lies at the centroid's distance from it
+    stats = read_json(workdir / "results/metrics/region/same_dataset/centroid/in.json")
+    end = same.loc["toward_pretrained"]
+    assert end.fraction == 1 and end.radius == pytest.approx(
+        stats["centroid_pretrained_distance"] / stats["mean_centroid_distance"])
 
 
 def test_probe_jobs_build_derived_models_in_memory_as_the_writers_would(group):

@@ -139,6 +139,60 @@ def test_other_architecture_is_one_line_error(checkpoints, tmp_path):
         stream_similarity(vectors)
     with pytest.raises(WeightspaceError, match="file not found"):
         task_vector(tmp_path / "missing", base)
+    with pytest.raises(WeightspaceError, match="reference must be a base of the same architecture"):
+        task_vector(models[0], base).against(tmp_path / "other")
+
+
+@pytest.fixture(scope="module")
+def two_bases(tmp_path_factory):
+    """Two tiny bases of one architecture (different random weights, as App. B's two roberta-bases)
+    and two classifiers moved a little from each: [(model, its base)], bases a, b, a, b."""
+    tmp = tmp_path_factory.mktemp("bases")
+    bases = [make_tiny_roberta(tmp / name, seed=seed) for seed, name in enumerate("ab")]
+    models = []
+    for i, base in enumerate(bases * 2):
+        torch.manual_seed(i)
+        model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=2)
+        gen = torch.Generator().manual_seed(200 + i)
+        with torch.no_grad():
+            for p in model.roberta.parameters():
+                p.add_(0.01 * torch.randn(p.shape, generator=gen))
+        save_model_dir(model, tmp / f"ft{i}")
+        models.append((tmp / f"ft{i}", base))
+    return models
+
+
+def raw_weights(model, base) -> torch.Tensor:
+    """Independently of the library: the classifier's encoder tensors by the base's names (the
+    base's value where the classifier lacks one: the unused pooler), flattened in name order."""
+    pretrained = load_tensors(base / "model.safetensors")
+    tuned = load_tensors(model / "model.safetensors")
+    return torch.cat([tuned.get(f"roberta.{n}", w0).double().reshape(-1)
+                      for n, w0 in sorted(pretrained.items()) if w0.is_floating_point()])
+
+
+@pytest.mark.parametrize("mode", ["own_base", "first_base", "none"])
+def test_each_reference_matches_torch(two_bases, mode, tmp_path):
+    from weightspace.geometry import similarity_step
+
+    first = two_bases[0][1]
+    references = {"own_base": [b for _, b in two_bases], "first_base": [first] * 4, "none": [None] * 4}[mode]
+    out = tmp_path / "similarity.parquet"
+    similarity_step([{"model": m.name} for m, _ in two_bases], [m for m, _ in two_bases],
+                    [b for _, b in two_bases], references, out, False, 0.002, "cpu")  # row slices
+    sim = Similarity.from_long_form(pd.read_parquet(out))
+    vectors = torch.stack([raw_weights(m, b) - (0 if r is None else raw_weights(r, r))
+                           for (m, b), r in zip(two_bases, references)])
+    unit = vectors / vectors.norm(dim=1, keepdim=True)
+    np.testing.assert_allclose(sim.cosine, (unit @ unit.T).numpy(), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(sim.euclidean, torch.cdist(vectors, vectors).numpy(), rtol=1e-5, atol=1e-6)
+    off = np.abs(sim.cosine[~np.eye(4, dtype=bool)])
+    if mode == "own_base":  # the moves alone, independent random directions
+        assert off.max() < 0.1
+    elif mode == "first_base":  # the second base's models share b - a; the first's hold their moves alone
+        assert sim.cosine[1, 3] > 0.5 and abs(sim.cosine[0, 2]) < 0.1
+    else:  # raw weights: nearer the model of the same base than the other base's
+        assert sim.cosine[0, 2] > sim.cosine[0, 1] and sim.cosine[1, 3] > sim.cosine[1, 2]
 
 
 def test_long_form_round_trip(checkpoints):

@@ -192,8 +192,8 @@ def pb_rows(pb: pd.DataFrame) -> list[dict]:
 
 # -- App. F: leaving the centroid ------------------------------------------------------------------
 
-TOWARD_PRETRAINED = "toward the pretrained model the loss rises less than in random directions"
-TOWARD_PRETRAINED_PAPER = "'towards the origin' performance stays near the finetuned models'"
+TOWARD_ORIGIN = "toward the origin the loss rises less than in random directions"
+TOWARD_ORIGIN_PAPER = "'towards the origin' performance stays near the finetuned models'"
 
 
 def leave_rows(effects: pd.DataFrame) -> list[dict]:
@@ -208,27 +208,21 @@ def leave_rows(effects: pd.DataFrame) -> list[dict]:
         rows.append(_row("App. F, Fig. 11", "the loss rises with the distance from In's centroid in random directions",
                          granularity, f"loss at {far.x.iloc[0]:g} mean distances - the centroid's (nats)", value, lo,
                          hi, 3, units, "rises", "holds if the interval is above 0", 0.0, "above"))
-        # toward the pretrained model: at the largest radius that both directions reach without passing it
-        toward = df[(df.role == "pretrained") & ~df.past_pretrained]
+        toward = df[df.role == "toward_origin"]
         common = sorted(set(toward.x) & set(random.x))
         if not common:
-            if (df.role == "pretrained").any():
-                rows.append(_row("App. F, Fig. 11", TOWARD_PRETRAINED, granularity, "random - toward-pretrained loss "
-                                 "change (nats)", np.nan, np.nan, np.nan, 3, "every radius toward the pretrained model "
-                                 "passes it: add a smaller one to region.radii", TOWARD_PRETRAINED_PAPER,
-                                 "holds if the interval is above 0", 0.0, "above"))
             continue
         radius = common[-1]
         random_at = random[random.x == radius].groupby("target")[["dloss", "dloss_se"]].mean()
         toward_at = toward[toward.x == radius].set_index("target")[["dloss", "dloss_se"]]
-        gaps = pd.DataFrame({"unit": "random - toward pretrained", "target": toward_at.index,
+        gaps = pd.DataFrame({"unit": "random - toward the origin", "target": toward_at.index,
                              "dloss": random_at["dloss"].reindex(toward_at.index) - toward_at["dloss"],
                              "dloss_se": np.hypot(random_at["dloss_se"].reindex(toward_at.index),
                                                   toward_at["dloss_se"])}).dropna()
         value, lo, hi, units = _units_interval(gaps, "paired comparison")
-        rows.append(_row("App. F, Fig. 11", TOWARD_PRETRAINED, granularity,
-                         f"random - toward-pretrained loss change at {radius:g} mean distances (nats)", value, lo, hi,
-                         3, f"{units}; toward pretrained {toward_at['dloss'].mean():+.3f}", TOWARD_PRETRAINED_PAPER,
+        rows.append(_row("App. F, Fig. 11", TOWARD_ORIGIN, granularity,
+                         f"random - toward-origin loss change at {radius:g} mean distances (nats)", value, lo, hi,
+                         3, f"{units}; toward the origin {toward_at['dloss'].mean():+.3f}", TOWARD_ORIGIN_PAPER,
                          "holds if the interval is above 0", 0.0, "above"))
     return rows
 

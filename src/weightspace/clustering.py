@@ -5,8 +5,11 @@ As the paper's authors: sklearn's SpectralClustering on a precomputed affinity, 
 matched one-to-one to groups with the Hungarian algorithm (accuracy, per-group F1); purity and
 Table 1's F1 label each cluster with its most common group instead.
 
-For the Euclidean contrast the affinity is a Gaussian kernel of the distance,
-exp(-d^2 / (2 sigma^2)) with sigma the median distance between two different models.
+For the Euclidean contrast the affinity is a Gaussian kernel of the distance d: by default the
+authors' exp(-D / 2) of squared distances D, i.e. exp(-d^2 / 2) with no scale, or (`median`)
+exp(-d^2 / (2 sigma^2)) with sigma the median distance between two different models. Unscaled,
+task vectors a few units apart get affinities that are tiny and span orders of magnitude (close
+to a nearest-neighbour graph), and beyond d = 38.6 they are 0 in float64 (a graph without edges).
 """
 
 from __future__ import annotations
@@ -25,6 +28,10 @@ from sklearn.metrics import f1_score, silhouette_score
 from .errors import WeightspaceError
 
 AFFINITIES = ("shift", "clip", "exp")
+EUCLIDEAN_KERNELS = {
+    "authors": "exp(-d^2 / 2), the authors' exp(-D / 2) of squared distances D",
+    "median": "exp(-d^2 / (2 sigma^2)), sigma the median distance between two models",
+}
 
 
 def cosine_distance(cosine: np.ndarray) -> np.ndarray:
@@ -38,6 +45,15 @@ def gaussian_affinity(distance: np.ndarray) -> np.ndarray:
     off_diagonal = distance[~np.eye(len(distance), dtype=bool)]
     sigma = float(np.median(off_diagonal)) if off_diagonal.size else 1.0
     return np.exp(-(distance**2) / (2 * max(sigma, 1e-12) ** 2))
+
+
+def euclidean_affinity(distance: np.ndarray, kernel: str = "authors") -> np.ndarray:
+    """The affinity of Euclidean distances under one of EUCLIDEAN_KERNELS."""
+    if kernel == "authors":
+        return np.exp(-(distance**2) / 2)
+    if kernel == "median":
+        return gaussian_affinity(distance)
+    raise WeightspaceError(f"euclidean_kernel '{kernel}': expected one of {', '.join(EUCLIDEAN_KERNELS)}")
 
 
 def cosine_affinity(cosine: np.ndarray, transform: str = "shift") -> np.ndarray:
@@ -112,10 +128,11 @@ def cluster_and_score(similarity: np.ndarray, groups: Sequence[str], k: int | No
 
 
 def cluster_euclidean(distance: np.ndarray, groups: Sequence[str], k: int | None = None,
-                      seed: int = 0) -> tuple[np.ndarray, dict]:
+                      seed: int = 0, kernel: str = "authors") -> tuple[np.ndarray, dict]:
+    """Cluster from a Euclidean distance matrix through `kernel` (EUCLIDEAN_KERNELS)."""
     k = k or len(set(groups))
     _check_k(k, len(groups))
-    clusters = spectral_clusters(gaussian_affinity(distance), k, seed)
+    clusters = spectral_clusters(euclidean_affinity(distance, kernel), k, seed)
     return clusters, {"k": k, **score(groups, clusters, distance)}
 
 

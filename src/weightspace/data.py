@@ -102,7 +102,7 @@ def _load_hf(name, spec):
     import datasets
 
     mapping = spec.get("splits") or {"train": "train", "validation": "validation", "test": "test"}
-    kwargs = {"data_files": spec["data_files"]} if spec.get("data_files") else {}
+    kwargs = {key: spec[key] for key in ("data_files", "revision") if spec.get(key)}
     try:
         dsd = datasets.load_dataset(spec["path"], spec.get("name"), **kwargs)
     except Exception as err:  # hub, network and builder errors all end here

@@ -150,8 +150,7 @@ def train_from_start(data_dir, start_dir, tokenizer_dir, target: str, shots, see
         "examples_per_second": result.examples_per_second,
         "wall_seconds": result.wall_seconds,
         "device": _device_name(device),
-        "log_step": result.log_steps,
-        "log_train_loss": result.log_losses,
+        **result.curve(),
     }
     return model, row
 
@@ -188,26 +187,46 @@ def paired_gains(runs: pd.DataFrame) -> pd.DataFrame:
     return runs
 
 
+OUTCOMES = ("win", "tie", "loss", "both at chance")
+# one-sided 5%: an accuracy beats the majority class when it exceeds it by this many binomial SEs
+MAJORITY_Z = 1.645
+
+
+def beats_majority(accuracy, majority, n) -> np.ndarray:
+    """Whether an accuracy (in %) on n test examples is above the majority-class rate (in %) beyond noise."""
+    m = np.asarray(majority, dtype=float) / 100
+    return np.asarray(accuracy, dtype=float) - 100 * m > MAJORITY_Z * 100 * np.sqrt(m * (1 - m) / np.asarray(n))
+
+
 def gains(runs: pd.DataFrame, tolerance: float) -> pd.DataFrame:
     """Per (shots, target, start): accuracy in %, and the gain over the pretrained start in points.
 
     The gain is paired by seed and averaged over seeds, with a t interval over the seeds (none for
-    one seed). A tie is a gain within `tolerance` points or one whose interval holds zero.
+    one seed). The outcome of a start: "both at chance" when neither it nor the pretrained start
+    beats the majority class (beats_majority), so the gain compares two runs that learned nothing;
+    else a tie when the gain is within `tolerance` points or its interval holds zero; else a win
+    or a loss.
     """
     runs = paired_gains(runs)
     table = (
         runs.groupby(["shots", "target", "start"])
         .agg(seeds=("seed", "nunique"), accuracy=("accuracy", "mean"), accuracy_std=("accuracy", "std"),
              gain=("gain", "mean"), gain_std=("gain", "std"), train_size=("train_size", "first"),
+             test_size=("test_size", "first"), majority=("majority_test_accuracy", "first"),
              method=("method", "first"))
         .reset_index()
         .fillna({"accuracy_std": 0.0, "gain_std": 0.0})
     )
+    table["majority"] *= 100
+    table["above_majority"] = beats_majority(table.accuracy, table.majority, table.test_size)
+    pretrained_learned = table[table.start == "pretrained"].set_index(["shots", "target"])["above_majority"]
+    learned_either = table.above_majority | pretrained_learned.loc[list(zip(table.shots, table.target))].to_numpy()
     bounds = runs.groupby(["shots", "target", "start"])["gain"].apply(lambda g: t_interval(g.to_numpy()))
     table["gain_lo"] = [bounds[key][0] for key in zip(table.shots, table.target, table.start)]
     table["gain_hi"] = [bounds[key][1] for key in zip(table.shots, table.target, table.start)]
     tie = (table.gain.abs() <= tolerance) | ((table.gain_lo <= 0) & (table.gain_hi >= 0))
-    table["outcome"] = np.select([table.start == "pretrained", tie, table.gain > 0], [None, "tie", "win"], "loss")
+    table["outcome"] = np.select([table.start == "pretrained", ~learned_either, tie, table.gain > 0],
+                                 [None, "both at chance", "tie", "win"], "loss")
     order = table.assign(_shots=table.shots.map(shots_order), _start=table.start.map(STARTS.index))
     return table.loc[order.sort_values(["_shots", "target", "_start"]).index].reset_index(drop=True)
 
@@ -221,9 +240,10 @@ def mean_gain(paired: pd.DataFrame, shots: str, start: str) -> tuple[float, floa
     return clustered_mean([g.to_numpy() for _, g in part.groupby("target")["gain"]])
 
 
-def outcome_counts(table: pd.DataFrame, shots: str, start: str) -> tuple[int, int, int]:
+def outcome_counts(table: pd.DataFrame, shots: str, start: str) -> tuple[int, int, int, int]:
+    """Wins, ties, losses and both-at-chance targets of a start (OUTCOMES)."""
     rows = table[(table.shots == shots) & (table.start == start)]
-    return tuple(int((rows.outcome == o).sum()) for o in ("win", "tie", "loss"))
+    return tuple(int((rows.outcome == o).sum()) for o in OUTCOMES)
 
 
 def markdown(table: pd.DataFrame, runs: pd.DataFrame, tolerance: float) -> str:
@@ -235,7 +255,10 @@ def markdown(table: pd.DataFrame, runs: pd.DataFrame, tolerance: float) -> str:
              f"Test accuracy (%) after {method} from each start, mean over {seeds} seed(s); gain = start - pretrained "
              "in points, paired by seed, with its 95% t interval over seeds in brackets (none for one seed). A tie "
              f"is |gain| <= {tolerance:g} points or an interval that holds 0 (the paper's Table 2 counts reproduce "
-             f"at {PAPER_TOLERANCE:g}). The mean gain's interval resamples targets and the seeds within them.", ""]
+             f"at {PAPER_TOLERANCE:g}). The mean gain's interval resamples targets and the seeds within them. "
+             "A start beats the majority class when its accuracy exceeds the majority rate by more than "
+             f"{MAJORITY_Z:g} binomial standard errors; a target where neither the start nor the pretrained model "
+             "does is counted as both at chance, not as a win, tie or loss.", ""]
     for shots in sorted(table.shots.unique(), key=shots_order):
         part = table[table.shots == shots]
         datasets = sorted(part.target.unique())
@@ -247,26 +270,29 @@ def markdown(table: pd.DataFrame, runs: pd.DataFrame, tolerance: float) -> str:
         rows = []
         for start in starts:
             by_target = part[part.start == start].set_index("target").reindex(datasets)
-            rows.append([start, *(f"{a:.2f}" for a in by_target.accuracy), f"{by_target.accuracy.mean():.2f}"])
+            rows.append([start, *(f"{a:.2f}" + ("" if above else " (chance)") for a, above in
+                                  zip(by_target.accuracy, by_target.above_majority)), f"{by_target.accuracy.mean():.2f}"])
             if start in means:
                 rows.append([f"gain ({start})", *(format_interval(g, a, b, 2) for g, a, b in
                                                   zip(by_target.gain, by_target.gain_lo, by_target.gain_hi)),
                              means[start]])
+        majority = part.drop_duplicates("target").set_index("target").reindex(datasets).majority
+        rows.append(["majority class", *(f"{m:.2f}" for m in majority), f"{majority.mean():.2f}"])
         known = [d for d in datasets if d in paper["pretrained"]]
         if known:
             rows.append(["paper gain (centroid)", *[f"{paper['centroid'][d] - paper['pretrained'][d]:.2f}"
                                                     if d in known else "" for d in datasets], f"{paper['mean_gain']:.2f}"])
         lines += [pd.DataFrame(rows, columns=["start", *datasets, "mean"]).to_markdown(index=False), ""]
         for start, mean in means.items():
-            w, t, l = outcome_counts(table, shots, start)
-            lines.append(f"- {start} vs pretrained: {_count(w, 'win')}, {_count(t, 'tie')}, {_count(l, 'loss')} "
-                         f"of {w + t + l} targets; mean gain {mean} points.")
+            w, t, l, c = outcome_counts(table, shots, start)
+            lines.append(f"- {start} vs pretrained: {_count(w, 'win')}, {_count(t, 'tie')}, {_count(l, 'loss')}, "
+                         f"{c} both at chance of {w + t + l + c} targets; mean gain {mean} points.")
         pw, pt, pl = paper["wins_ties_losses"]
         lines += [f"- Paper ({paper['table']}, roberta-base, 12 GLUE/SuperGLUE targets): centroid mean gain "
                   f"{paper['mean_gain']:+.2f} points; {_count(pw, 'win')}, {_count(pt, 'tie')}, {_count(pl, 'loss')}.",
                   ""]
     lines.append(f"{seeds} seed(s) per cell; per-target numbers are in centroid.parquet, every run with its paired "
-                 "gain in centroid_runs.parquet.")
+                 "gain and its training and validation curves in centroid_runs.parquet.")
     return "\n".join(lines) + "\n"
 
 
@@ -279,9 +305,9 @@ def centroid_table(metric_paths, table_path, runs_path, markdown_path, tolerance
     runs = gather(metric_paths)
     table = gains(runs, tolerance)
     write_parquet(table, table_path)
-    write_parquet(paired_gains(runs).drop(columns=["log_step", "log_train_loss"], errors="ignore"), runs_path)
+    write_parquet(paired_gains(runs), runs_path)
     write_text(markdown(table, runs, tolerance), markdown_path)
     for shots in sorted(table.shots.unique(), key=shots_order):
-        w, t, l = outcome_counts(table, shots, "centroid") if "centroid" in set(table.start) else (0, 0, 0)
-        log.info("shots %s: centroid %d wins, %d ties, %d losses", shots, w, t, l)
+        w, t, l, c = outcome_counts(table, shots, "centroid") if "centroid" in set(table.start) else (0, 0, 0, 0)
+        log.info("shots %s: centroid %d wins, %d ties, %d losses, %d both at chance", shots, w, t, l, c)
     return table

@@ -16,6 +16,8 @@ import pandas as pd
 import torch
 from transformers import DataCollatorWithPadding
 
+from .errors import WeightspaceError
+
 log = logging.getLogger(__name__)
 
 
@@ -27,6 +29,28 @@ class TrainResult:
     wall_seconds: float
     log_steps: list[int] = field(default_factory=list)
     log_losses: list[float] = field(default_factory=list)
+    # the validation curve (with validate_every); with patience, the best step, whose weights are kept
+    validation_steps: list[int] = field(default_factory=list)
+    validation_losses: list[float] = field(default_factory=list)
+    validation_accuracies: list[float] = field(default_factory=list)
+    best_step: int | None = None
+    stopped_early: bool = False
+
+    def curve(self) -> dict:
+        """The training and validation curves and the step whose weights were kept, as metrics columns."""
+        kept = self.best_step if self.best_step is not None else self.steps
+        at = self.validation_steps.index(kept) if kept in self.validation_steps else None
+        return {
+            "kept_step": kept,
+            "stopped_early": self.stopped_early,
+            "validation_loss": self.validation_losses[at] if at is not None else None,
+            "validation_accuracy": self.validation_accuracies[at] if at is not None else None,
+            "log_step": self.log_steps,
+            "log_train_loss": self.log_losses,
+            "log_validation_step": self.validation_steps,
+            "log_validation_loss": self.validation_losses,
+            "log_validation_accuracy": self.validation_accuracies,
+        }
 
     @property
     def examples_per_second(self) -> float:
@@ -66,8 +90,14 @@ def train(
     seed: int,
     device: torch.device,
     trainable: Callable[[str], bool] | None = None,
+    validation: list[dict] | None = None,
 ) -> TrainResult:
-    """Train in place; `cfg` holds lr, batch_size, epochs, max_steps, warmup_ratio, ... (config `finetune`)."""
+    """Train in place; `cfg` holds lr, batch_size, epochs, max_steps, warmup_ratio, ... (config `finetune`).
+
+    With `validate_every` the model is scored on `validation` every that many steps and at the
+    last one. With `patience` as well, training stops after that many scores without a better
+    validation loss (or accuracy: `early_stopping_metric`) and the best-scoring weights are kept.
+    """
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -100,8 +130,9 @@ def train(
     generator = torch.Generator().manual_seed(seed)
     progress = Progress(total, cfg["log_every"])
     result = TrainResult(0, 0, 0, 0.0)
+    stopper = EarlyStopping(cfg, total, validation, tokenizer, device, params)
     start = time.perf_counter()
-    while result.steps < total:
+    while result.steps < total and not result.stopped_early:
         for batch in batches(features, cfg["batch_size"], collate, generator):
             batch = {k: v.to(device) for k, v in batch.items()}
             with autocast(device):
@@ -119,10 +150,61 @@ def train(
                 result.log_steps.append(result.steps)
                 result.log_losses.append(loss.item())
                 progress.report(result, result.log_losses[-1], time.perf_counter() - start)
-            if result.steps >= total:
+            if stopper.due(result.steps) and stopper.score(model, result):
+                result.stopped_early = True
+            if result.steps >= total or result.stopped_early:
                 break
+    stopper.restore_best(result)
     result.wall_seconds = time.perf_counter() - start
     return result
+
+
+class EarlyStopping:
+    """Validation scores during training; with `patience`, the stop and the best weights.
+
+    The best weights are a copy of the trainable parameters only (BitFit: the biases and the head).
+    """
+
+    def __init__(self, cfg: dict, total: int, validation: list[dict] | None, tokenizer, device, params):
+        self.every = cfg.get("validate_every")
+        self.patience = cfg.get("patience")
+        self.metric = cfg.get("early_stopping_metric") or "loss"
+        if self.every and not validation:
+            raise WeightspaceError("validate_every is set but the dataset has no validation examples")
+        self.total, self.validation, self.tokenizer, self.device = total, validation, tokenizer, device
+        self.batch_size = cfg["eval_batch_size"]
+        self.params = params
+        self.best_value, self.best_state, self.bad = None, None, 0
+
+    def due(self, step: int) -> bool:
+        return bool(self.every) and (step % self.every == 0 or step == self.total)
+
+    def score(self, model, result: TrainResult) -> bool:
+        """Score the model on the validation split; True when training should stop."""
+        scores = evaluate(model, self.validation, self.tokenizer, self.batch_size, self.device)
+        model.train()
+        result.validation_steps.append(result.steps)
+        result.validation_losses.append(scores["loss"])
+        result.validation_accuracies.append(scores["accuracy"])
+        value = scores["loss"] if self.metric == "loss" else -scores["accuracy"]
+        log.info("step %d  validation loss %.4f  accuracy %.4f", result.steps, scores["loss"], scores["accuracy"])
+        if self.best_value is None or value < self.best_value:
+            self.best_value, self.bad = value, 0
+            if self.patience:
+                result.best_step = result.steps
+                self.best_state = [p.detach().clone() for _, p in self.params]
+            return False
+        self.bad += 1
+        return bool(self.patience) and self.bad >= self.patience
+
+    def restore_best(self, result: TrainResult) -> None:
+        if self.best_state is None or result.best_step == result.steps:
+            return
+        with torch.no_grad():
+            for (_, p), best in zip(self.params, self.best_state):
+                p.copy_(best)
+        log.info("kept the weights of step %d (best validation %s of %d scores)", result.best_step, self.metric,
+                 len(result.validation_steps))
 
 
 @torch.no_grad()
@@ -131,6 +213,8 @@ def evaluate(model, features: list[dict], tokenizer, batch_size: int, device: to
     model.to(device).eval()
     collate = DataCollatorWithPadding(tokenizer, return_tensors="pt")
     correct, loss_sum, n = 0, 0.0, 0
+    # in order of length: less padding, and the sums do not depend on the order
+    features = sorted(features, key=lambda f: len(f["input_ids"]))
     for batch in batches(features, batch_size, collate):
         batch = {k: v.to(device) for k, v in batch.items()}
         with autocast(device):
@@ -165,7 +249,9 @@ def train_and_test(model, tokenizer, train_df: pd.DataFrame, data_dir, cfg: dict
     """Train on `train_df`, then score on the prepared test split of `data_dir` (logged)."""
     from .data import read_split
 
-    result = train(model, encode(train_df, tokenizer, cfg["max_length"]), tokenizer, cfg, seed, device, trainable)
+    validation = encode(read_split(data_dir, "validation"), tokenizer, cfg["max_length"]) if cfg.get("validate_every") else None
+    result = train(model, encode(train_df, tokenizer, cfg["max_length"]), tokenizer, cfg, seed, device, trainable,
+                   validation)
     test_features = encode(read_split(data_dir, "test"), tokenizer, cfg["max_length"])
     scores = evaluate(model, test_features, tokenizer, cfg["eval_batch_size"], device)
     log.info("test accuracy %.4f  loss %.4f  (%d examples)", scores["accuracy"], scores["loss"], scores["n"])
@@ -178,10 +264,12 @@ def _hms(seconds: float) -> str:
 
 
 def finetune(data_dir, base_dir, out_dir, metrics_path, dataset: str, seed: int, cfg: dict,
-             device: torch.device, trust_remote_code: bool = False, max_train: int | None = None) -> dict:
+             device: torch.device, trust_remote_code: bool = False, max_train: int | None = None,
+             base: str | None = None) -> dict:
     """Finetune the base model on one prepared dataset with one seed; write weights and metrics.
 
-    `max_train` trains on a subsample of that many examples (see nested_subsample).
+    `max_train` trains on a subsample of that many examples (see nested_subsample). `base` names
+    the base model when it is not the config's base_model; it enters the torch seed (run_seed).
     """
     from pathlib import Path
 
@@ -191,7 +279,7 @@ def finetune(data_dir, base_dir, out_dir, metrics_path, dataset: str, seed: int,
     from .seeding import run_seed, seed_everything
 
     meta = read_json(Path(data_dir) / "meta.json")
-    torch_seed = run_seed(dataset, seed, cfg["seed_mode"])
+    torch_seed = run_seed(dataset, seed, cfg["seed_mode"], base)
     seed_everything(torch_seed)
     tokenizer = load_tokenizer(base_dir)
     model = load_classifier(base_dir, meta["num_labels"], trust_remote_code)
@@ -219,8 +307,7 @@ def finetune(data_dir, base_dir, out_dir, metrics_path, dataset: str, seed: int,
         "tokens_per_second": result.tokens_per_second,
         "wall_seconds": result.wall_seconds,
         "device": _device_name(device),
-        "log_step": result.log_steps,
-        "log_train_loss": result.log_losses,
+        **result.curve(),
     }
     write_parquet(pd.DataFrame([row]), metrics_path)
     return row

@@ -13,6 +13,10 @@ from dataclasses import dataclass
 from .errors import WeightspaceError
 
 GRANULARITIES = ("dataset", "family", "size", "base")
+# What a model's weights are measured from: its own base, the first of the experiment's `bases`
+# (the only one when it lists none), or zero (the raw weights).
+REFERENCES = ("own_base", "first_base", "none")
+DEFAULT_REFERENCE = "first_base"  # the schema's default; its description says why
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,7 @@ def experiment_members(config: dict, name: str) -> list[Member]:
             raise WeightspaceError(f"key '{where}.families': dataset '{missing[0]}' is in none of them")
     seeds = spec.get("seeds") or config["finetune"]["seeds"]
     sizes = spec.get("sizes") or [None]
-    bases = spec.get("bases") or [config["base_model"]]
+    bases = _bases(config, spec)
     for base in bases:
         if base not in config["models"]:
             raise WeightspaceError(f"key '{where}.bases' names model '{base}', which is not under 'models'")
@@ -87,6 +91,28 @@ def group_by(config: dict, name: str) -> list[str]:
     return list(_spec(config, name)["group_by"])
 
 
+def experiment_reference(config: dict, name: str) -> str:
+    """The experiment's `reference`, one of REFERENCES."""
+    value = _spec(config, name).get("reference", DEFAULT_REFERENCE)
+    if value not in REFERENCES:
+        raise WeightspaceError(
+            f"key 'geometry.experiments.{name}.reference': expected one of {', '.join(REFERENCES)}, got {value!r}"
+        )
+    return value
+
+
+def reference_bases(config: dict, name: str) -> list[str | None]:
+    """Per model of experiment_members(config, name), the base model its vector is taken against
+    (None: no base, the raw weights)."""
+    members = experiment_members(config, name)
+    mode = experiment_reference(config, name)
+    if mode == "none":
+        return [None] * len(members)
+    if mode == "own_base":
+        return [m.base for m in members]
+    return [_bases(config, _spec(config, name))[0]] * len(members)
+
+
 def experiment_names(config: dict) -> list[str]:
     return sorted(config.get("geometry", {}).get("experiments", {}))
 
@@ -94,6 +120,7 @@ def experiment_names(config: dict) -> list[str]:
 def check_experiments(config: dict) -> None:
     for name in experiment_names(config):
         experiment_members(config, name)
+        experiment_reference(config, name)
 
 
 def _spec(config: dict, name: str) -> dict:
@@ -101,6 +128,10 @@ def _spec(config: dict, name: str) -> dict:
     if name not in experiments:
         raise WeightspaceError(f"no experiment '{name}' under 'geometry.experiments' (known: {', '.join(experiments)})")
     return experiments[name]
+
+
+def _bases(config: dict, spec: dict) -> list[str]:
+    return spec.get("bases") or [config["base_model"]]
 
 
 def _families(config: dict, spec: dict, where: str) -> dict[str, list[str]]:
@@ -145,21 +176,27 @@ PAPER = ("Paper (roberta-base): per dataset 98% accuracy (12 General datasets x 
          "tasks NLI 100, Topic 87, Sentiment 83; tasks + Twitter: Twitter 30, NLI 100, Topic 61, Sentiment 71.")
 
 
-def similarity_step(members: list[dict], model_files, pretrained_files, out_path, include_head: bool,
-                    memory_mb: float, device) -> None:
-    """Task vectors of the experiment's models, their similarities in one pass, as long-form parquet."""
+def similarity_step(members: list[dict], model_files, pretrained_files, reference_files, out_path,
+                    include_head: bool, memory_mb: float, device) -> None:
+    """Task vectors of the experiment's models, their similarities in one pass, as long-form parquet.
+
+    `reference_files`: per model, the base weights its vector is taken against (None: zero).
+    """
     from .io import write_parquet
     from .similarity import stream_similarity
     from .taskvectors import task_vector
 
-    vectors = [task_vector(f, p, include_head, name=m["model"])
-               for m, f, p in zip(members, model_files, pretrained_files)]
+    vectors = [task_vector(f, p, include_head, name=m["model"]).against(r)
+               for m, f, p, r in zip(members, model_files, pretrained_files, reference_files)]
     write_parquet(stream_similarity(vectors, memory_mb, device).long_form(), out_path)
 
 
-def cluster_step(similarity_path, members: list[dict], group_by: list[str], affinity: str, seed: int,
-                 states: int, summary_path, assignments_path, states_path) -> None:
+def cluster_step(similarity_path, members: list[dict], group_by: list[str], affinity: str, euclidean_kernel: str,
+                 reference: str, seed: int, states: int, summary_path, assignments_path, states_path) -> None:
     """Cluster the models by cosine and by Euclidean distance for every grouping; score both.
+
+    `affinity` turns cosines into affinities, `euclidean_kernel` distances (clustering's
+    EUCLIDEAN_KERNELS); `reference` (REFERENCES) is recorded with the scores.
 
     The assignments are those of random state `seed`; the accuracy is also taken at `states`
     random states (0, 1, ...) for its spread, and beside it the accuracy that shuffled groups reach.
@@ -171,7 +208,7 @@ def cluster_step(similarity_path, members: list[dict], group_by: list[str], affi
     import pandas as pd
 
     from .clustering import (accuracy_over_states, chance_accuracy, cluster_and_score, cluster_euclidean,
-                             cosine_affinity, gaussian_affinity, majority_groups)
+                             cosine_affinity, euclidean_affinity, majority_groups)
     from .intervals import percentile_interval
     from .io import read_parquet, write_parquet
     from .similarity import Similarity
@@ -184,13 +221,14 @@ def cluster_step(similarity_path, members: list[dict], group_by: list[str], affi
     if set(by_model) != set(similarity.names):
         raise WeightspaceError(f"{similarity_path}: holds other models than the experiment '{experiment}' (rerun similarity)")
     ordered = [by_model[n] for n in similarity.names]
-    affinities = {"cosine": cosine_affinity(similarity.cosine, affinity), "euclidean": gaussian_affinity(similarity.euclidean)}
+    affinities = {"cosine": cosine_affinity(similarity.cosine, affinity),
+                  "euclidean": euclidean_affinity(similarity.euclidean, euclidean_kernel)}
     summary, assignments, spread = [], [], []
     for granularity in group_by:
         groups = [m.group(granularity) for m in ordered]
         runs = {
             "cosine": cluster_and_score(similarity.cosine, groups, transform=affinity, seed=seed),
-            "euclidean": cluster_euclidean(similarity.euclidean, groups, seed=seed),
+            "euclidean": cluster_euclidean(similarity.euclidean, groups, seed=seed, kernel=euclidean_kernel),
         }
         for metric, (clusters, result) in runs.items():
             accuracies = accuracy_over_states(affinities[metric], groups, range(states))
@@ -202,8 +240,8 @@ def cluster_step(similarity_path, members: list[dict], group_by: list[str], affi
                      "purity %.3f", experiment, granularity, metric, result["k"], result["accuracy"], lo, hi, states,
                      chance, result["purity"])
             summary.append({
-                "experiment": experiment, "granularity": granularity, "metric": metric,
-                "affinity": affinity if metric == "cosine" else "gaussian",
+                "experiment": experiment, "granularity": granularity, "metric": metric, "reference": reference,
+                "affinity": affinity if metric == "cosine" else euclidean_kernel,
                 **{k: result[k] for k in ("models", "k", "accuracy", "purity", "silhouette_groups", "silhouette_clusters")},
                 "accuracy_mean": float(np.mean(accuracies)), "accuracy_lo": float(lo), "accuracy_hi": float(hi),
                 "states": states, "chance_accuracy": chance,
@@ -253,6 +291,7 @@ def clustering_table(summary_paths, table_path, markdown_path):
 
     import pandas as pd
 
+    from .clustering import EUCLIDEAN_KERNELS
     from .intervals import format_interval
     from .io import write_parquet, write_text
     from .metrics import gather
@@ -267,7 +306,7 @@ def clustering_table(summary_paths, table_path, markdown_path):
                           zip(part.accuracy_mean, part.accuracy_lo, part.accuracy_hi)], index=part.index)
 
     shown = pd.DataFrame({
-        "models": cos.models, "k": cos.k,
+        "reference": cos.reference, "models": cos.models, "k": cos.k,
         "accuracy % (cosine)": spread(cos), "accuracy % (euclidean)": spread(euc).reindex(cos.index),
         "shuffled groups": (100 * cos.chance_accuracy).map("{:.1f}%".format),
         "purity (cosine)": cos.purity,
@@ -275,11 +314,14 @@ def clustering_table(summary_paths, table_path, markdown_path):
         "silhouette (euclidean)": euc.silhouette_groups.reindex(cos.index),
         "mean F1 (cosine)": cos.f1_mean,
     }).reset_index()
+    kernels = "; ".join(f"{k}: {EUCLIDEAN_KERNELS[k]}" for k in pd.unique(euc.affinity))
     lines = [
         "# Clustering task vectors (paper §2.3, §4, App. B-D)", "",
-        "Spectral clustering into k = the number of groups. Cosine: affinity from the cosine similarity "
-        f"({rows.loc[rows.metric == 'cosine', 'affinity'].iloc[0]}); Euclidean: exp(-d^2 / (2 sigma^2)), sigma the "
-        "median distance. Accuracy: clusters matched one-to-one to groups (Hungarian), the mean over "
+        "Spectral clustering into k = the number of groups. Reference: what each model's weights are measured "
+        "from (own_base: its own base, the task vector; first_base: the experiment's first base; none: zero, "
+        "the raw weights). Cosine: affinity from the cosine similarity "
+        f"({rows.loc[rows.metric == 'cosine', 'affinity'].iloc[0]}); Euclidean: affinity from the distance d "
+        f"({kernels}). Accuracy: clusters matched one-to-one to groups (Hungarian), the mean over "
         f"{int(rows.states.iloc[0])} random states of the clustering with the 2.5-97.5% range over them in brackets; "
         "shuffled groups: the 95th percentile of the accuracy when the groups are shuffled over the same "
         "clusters (what an accuracy must beat to follow the groups at all). Purity: each cluster labelled with "

@@ -19,7 +19,7 @@ from .errors import WeightspaceError
 from .io import save_tensors
 from .models import WEIGHTS, encoder_key_map
 from .region_plan import format_alpha
-from .taskvectors import weights_file
+from .taskvectors import FLOATING, weights_file
 
 _DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
            "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
@@ -30,7 +30,8 @@ def combined_tensors(checkpoints: Sequence, coefficients: Sequence[float], pretr
     """sum_i coefficients[i] * encoder(checkpoints[i]), by the pretrained encoder's tensor names.
 
     `checkpoints` are model folders or model.safetensors files (finetuned, or bare encoders such as
-    other merges). Encoder tensors a checkpoint lacks (an unused pooler) are the pretrained ones.
+    other merges). Encoder tensors a checkpoint lacks (an unused pooler) are the pretrained ones;
+    non-floating tensors are copied from the pretrained model.
     """
     if len(checkpoints) != len(coefficients) or not checkpoints:
         raise WeightspaceError(f"combine: {len(checkpoints)} checkpoints but {len(coefficients)} coefficients")
@@ -46,6 +47,10 @@ def combined_tensors(checkpoints: Sequence, coefficients: Sequence[float], pretr
         maps = [encoder_key_map(h.keys(), names) for h in handles]
         merged = {}
         for name in names:
+            if base.get_slice(name).get_dtype() not in FLOATING:
+                # integer buffers (position_ids) are not weights: a weighted sum would truncate them
+                merged[name] = base.get_tensor(name)
+                continue
             acc = None
             for handle, key_map, (_, coef) in zip(handles, maps, used):
                 key = key_map[name]

@@ -34,7 +34,8 @@ def finetune_summary(runs: pd.DataFrame) -> pd.DataFrame:
 def finetune_table(metric_paths, table_path, markdown_path) -> pd.DataFrame:
     runs = gather(metric_paths)
     summary = finetune_summary(runs)
-    write_parquet(runs.drop(columns=["log_step", "log_train_loss"]), table_path)
+    # the training and validation curves stay in each run's metrics file
+    write_parquet(runs.drop(columns=[c for c in runs if c.startswith("log_")]), table_path)
     shown = summary.assign(
         accuracy=[f"{m:.3f} ± {s:.3f}" for m, s in zip(summary.accuracy_mean, summary.accuracy_std)],
         majority=summary.majority_baseline.map("{:.3f}".format),

@@ -108,7 +108,7 @@ def centroid_gains(table, path, tolerance: float) -> None:
 
     `table` is efficient.gains(): columns shots, target, start, gain, gain_lo, gain_hi. Bars per
     start (the pretrained start itself is the zero line), whiskers the interval over seeds; the grey
-    band is |gain| <= tolerance (a tie).
+    band is |gain| <= tolerance (a tie); hatched, faded bars are targets where both starts are at chance.
     """
     from .efficient import shots_order
 
@@ -130,9 +130,14 @@ def centroid_gains(table, path, tolerance: float) -> None:
         for i, start in enumerate(starts):
             rows = part[part.start == start].set_index("target").reindex(targets)
             errors = np.nan_to_num(np.vstack([rows.gain - rows.gain_lo, rows.gain_hi - rows.gain]))
-            ax.bar(x + (i - (len(starts) - 1) / 2) * width, rows.gain, width, yerr=errors,
-                   color=colours[start], label=start, capsize=2)
-        ax.set_xticks(x, targets, rotation=30, ha="right")
+            bars = ax.bar(x + (i - (len(starts) - 1) / 2) * width, rows.gain, width, yerr=errors,
+                          color=colours[start], label=start, capsize=2)
+            for bar, outcome in zip(bars, rows.outcome):
+                if outcome == "both at chance":
+                    bar.set_hatch("//")
+                    bar.set_alpha(0.4)
+        ax.set_xticks(x, [f"{t}\n(both at chance)" if (part[part.target == t].outcome == "both at chance").all()
+                          else t for t in targets], rotation=30, ha="right")
         ax.set_ylabel("gain over pretrained (points)")
         ax.set_title("full training set" if shots == "full" else f"at most {shots} training examples")
         ax.legend(fontsize="small")
@@ -219,37 +224,47 @@ def region_loss_distributions(models, path) -> None:
 
 
 def region_leave(leave, path) -> None:
-    """Fig. 11: loss against the distance from In's centroid (1 = In's mean distance from it).
+    """Fig. 11: accuracy (as the paper plots it) and loss against the distance from In's centroid.
 
-    Toward the pretrained model, toward random Xavier-shaped directions (mean and std over
-    directions), and the finetuned In models at their own distance (source / non-source).
+    One row per granularity: accuracy on the left, loss on the right; distance 1 = In's mean
+    distance from its centroid. Toward the origin, toward the pretrained model (its segment ends
+    at the pretrained model), random Xavier-shaped directions (mean and std over directions), and
+    the finetuned In models at their own distance (source / non-source).
     """
     import pandas as pd
 
     names = list(dict.fromkeys(leave["granularity"])) or ["region"]
-    fig, axes = _granularity_axes(names)
-    styles = {"pretrained": ("tab:purple", "toward pretrained"), "random": ("tab:red", "random directions")}
-    for ax, name in zip(axes, names):
+    fig = Figure(figsize=(9.6, 3.8 * len(names)), layout="constrained")
+    FigureCanvasAgg(fig)
+    grid = fig.subplots(len(names), 2, squeeze=False)
+    styles = {"toward_origin": ("tab:blue", "toward the origin"),
+              "toward_pretrained": ("tab:purple", "toward pretrained"), "random": ("tab:red", "random directions")}
+    for row, name in zip(grid, names):
         part = leave[leave["granularity"] == name]
-        if part.empty:
-            _empty(ax, "App. F not configured")
-            continue
-        centre = part[part["kind"] == "centroid"]
-        for kind, (colour, label) in styles.items():
-            df = pd.concat([centre, part[part["kind"] == kind]]).sort_values("radius")
-            if (part["kind"] == kind).any():
-                ax.plot(df["radius"], df["loss_mean"], "-", marker=".", color=colour, label=label)
-                ax.fill_between(df["radius"], df["loss_mean"] - df["loss_std"], df["loss_mean"] + df["loss_std"],
-                                color=colour, alpha=0.2, linewidth=0)
-        for kind, marker, label in (("finetuned_source", "o", "finetuned (source)"),
-                                    ("finetuned_non_source", "s", "finetuned (non-source)")):
-            df = part[part["kind"] == kind]
-            if not df.empty:
-                ax.errorbar(df["radius"], df["loss_mean"], yerr=df["loss_std"], fmt=marker, color="black",
-                            markerfacecolor="white" if kind.endswith("non_source") else "black", label=label, capsize=3)
-        ax.set_xlabel("distance from In's centroid (units of In's mean distance)")
-        ax.set_ylabel("generalized loss (mean over targets)")
-        ax.set_yscale("log")
-        ax.set_title(name)
-        ax.legend(fontsize="small")
+        for ax, metric, label_y in zip(row, ("accuracy", "loss"), ("accuracy", "generalized loss")):
+            if part.empty:
+                _empty(ax, "App. F not configured")
+                continue
+            centre = part[part["kind"] == "centroid"]
+            mean, std = part[f"{metric}_mean"], part[f"{metric}_std"]
+            for kind, (colour, label) in styles.items():
+                if not (part["kind"] == kind).any():
+                    continue
+                df = pd.concat([centre, part[part["kind"] == kind]]).sort_values("radius")
+                ax.plot(df["radius"], df[f"{metric}_mean"], "-", marker=".", color=colour, label=label)
+                ax.fill_between(df["radius"], df[f"{metric}_mean"] - df[f"{metric}_std"],
+                                df[f"{metric}_mean"] + df[f"{metric}_std"], color=colour, alpha=0.2, linewidth=0)
+            for kind, marker, label in (("finetuned_source", "o", "finetuned (source)"),
+                                        ("finetuned_non_source", "s", "finetuned (non-source)")):
+                df = part[part["kind"] == kind]
+                if not df.empty:
+                    ax.errorbar(df["radius"], df[f"{metric}_mean"], yerr=df[f"{metric}_std"], fmt=marker,
+                                color="black", markerfacecolor="white" if kind.endswith("non_source") else "black",
+                                label=label, capsize=3)
+            ax.set_xlabel("distance from In's centroid (units of In's mean distance)")
+            ax.set_ylabel(f"{label_y} (mean over targets)")
+            if metric == "loss" and (mean - std).min() > 0:
+                ax.set_yscale("log")
+            ax.set_title(f"{name}: {metric}")
+        row[0].legend(fontsize="small")
     _save(fig, path)

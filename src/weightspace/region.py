@@ -3,7 +3,7 @@
 A group In of finetuned models spans a region. This module makes the points the paper compares:
 samples of the convex hull (In'), the pretrained model moved in a random Xavier-shaped direction
 by as much as a finetuned model moves (the General level's exterior), and points that leave the
-centroid of In toward the pretrained model or a random direction. It also holds PB, the
+centroid of In toward the origin, toward the pretrained model or in a random direction. It also holds PB, the
 probability that a model of one group has a loss no higher than a model of another.
 
 The workflow builds each such point in memory inside the probe job that scores it
@@ -160,38 +160,54 @@ def perturbed_pretrained(pretrained_dir, stats_path, seed: int, out_dir) -> floa
     return radius
 
 
-def left_centroid_tensors(centroid, pretrained_dir, stats_path, direction: str, radius: float,
-                          seed: int | None) -> tuple[dict[str, torch.Tensor], float]:
-    """centroid + radius * d * u (App. F), and the distance moved.
+LEAVE_DIRECTIONS = ("toward_origin", "toward_pretrained", "random<N>")
 
-    `centroid` is In's centroid (its folder or weights file); d is In's mean distance from it
-    (radius 1 = as far as the finetuned models are); u is the unit direction toward the pretrained
-    model (`pretrained`) or a random Xavier-shaped one (`random...`, drawn from `seed` over the
-    tensors finetuning moved).
+
+def left_centroid_tensors(centroid, pretrained_dir, stats_path, direction: str, step: float,
+                          seed: int | None) -> tuple[dict[str, torch.Tensor], float]:
+    """A step away from In's centroid (App. F), and the Euclidean distance moved.
+
+    `centroid` is In's centroid (its folder or weights file) and d In's mean distance from it.
+    - toward_origin: `step` = r, the centroid scaled toward theta = 0 (the paper's "towards the
+      origin of the axis") until it has moved r * d; every floating tensor shrinks by one factor.
+    - toward_pretrained: `step` = t in (0, 1], the point t of the way along the segment from the
+      centroid to the pretrained model (t = 1 is the pretrained encoder itself).
+    - random<N>: `step` = r, r * d along a random Xavier-shaped unit direction, drawn from `seed`
+      over the tensors finetuning moved.
     """
     stats = read_json(stats_path)
     centroid = load_tensors(weights_file(centroid))
-    if direction == "pretrained":
+    floating = {n: t.float() for n, t in centroid.items() if t.dtype in FLOATING}
+    if direction == "toward_origin":
+        length = _norm(floating.items())
+        distance = step * stats["mean_centroid_distance"]
+        if distance >= length:
+            raise WeightspaceError(f"{stats_path}: radius {step:g} ({distance:.4g}) reaches past the origin, "
+                                   f"{length:.4g} from the centroid")
+        return _moved(centroid, {n: -t / length for n, t in floating.items()}, distance), distance
+    if direction == "toward_pretrained":
+        if not 0 < step <= 1:
+            raise WeightspaceError(f"toward_pretrained: fraction {step:g} of the segment to the pretrained model is "
+                                   "outside (0, 1] (1 = the pretrained model; beyond it the segment ends)")
         pretrained = load_tensors(Path(pretrained_dir) / WEIGHTS)
-        toward = {n: (pretrained[n].float() - t.float()) for n, t in centroid.items() if t.dtype in FLOATING}
+        toward = {n: pretrained[n].float() - t for n, t in floating.items()}
         length = _norm(toward.items())
         if length == 0:
             raise WeightspaceError(f"{stats_path}: the centroid is the pretrained model; no direction toward it")
-        unit = {n: t / length for n, t in toward.items()}
-    elif direction.startswith("random"):
+        return _moved(centroid, {n: t / length for n, t in toward.items()}, step * length), step * length
+    if direction.startswith("random"):
         unit = xavier_direction(_shapes(centroid, stats["moved_tensors"], stats_path), seed)
-    else:
-        raise WeightspaceError(f"leave: unknown direction '{direction}' (expected pretrained or random<N>)")
-    distance = radius * stats["mean_centroid_distance"]
-    return _moved(centroid, unit, distance), distance
+        distance = step * stats["mean_centroid_distance"]
+        return _moved(centroid, unit, distance), distance
+    raise WeightspaceError(f"leave: unknown direction '{direction}' (expected one of {', '.join(LEAVE_DIRECTIONS)})")
 
 
-def leave_centroid(centroid_dir, pretrained_dir, stats_path, direction: str, radius: float, seed: int | None,
+def leave_centroid(centroid_dir, pretrained_dir, stats_path, direction: str, step: float, seed: int | None,
                    out_dir) -> float:
     """Write left_centroid_tensors(...) as a bare encoder into out_dir; returns the distance moved."""
-    tensors, distance = left_centroid_tensors(centroid_dir, pretrained_dir, stats_path, direction, radius, seed)
+    tensors, distance = left_centroid_tensors(centroid_dir, pretrained_dir, stats_path, direction, step, seed)
     save_encoder(tensors, pretrained_dir, out_dir,
-                 metadata={"direction": direction, "radius": radius, "distance": distance, "seed": seed})
+                 metadata={"direction": direction, "step": step, "distance": distance, "seed": seed})
     return distance
 
 

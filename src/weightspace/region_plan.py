@@ -8,7 +8,9 @@ results/metrics/probe/:
     region/{granularity}/centroid/{set}                mean of In ("in") or of one dataset's models
     region/{granularity}/hull/sample{i}                a Dirichlet sample of In's convex hull (§5.2)
     region/{granularity}/perturbed/sample{i}           pretrained + random Xavier-shaped step (§3.1)
-    region/{granularity}/leave/{direction}/r{radius}   a step away from In's centroid (App. F)
+    region/{granularity}/leave/{direction}/r{radius}   a step away from In's centroid (App. F): toward
+                                                       the origin or a random direction
+    region/{granularity}/leave/toward_pretrained/f{t}  t of the way from In's centroid to the pretrained model
 
 Only finetuned models and centroids are written to disk; the probe job of any other model builds
 it in memory from its recipe. Each row of `Plan.rows` says how one model is used (granularity,
@@ -41,7 +43,7 @@ class Recipe:
     coefficients: tuple[float, ...] = ()
     seed: int | None = None
     stats: str | None = None  # id of the centroid whose statistics the recipe reads
-    direction: str | None = None  # App. F: pretrained or random<N>
+    direction: str | None = None  # App. F: toward_origin, toward_pretrained or random<N>
 
 
 @dataclass
@@ -86,14 +88,15 @@ def format_radius(radius) -> str:
 
 
 def extrapolation_alphas(steps: int, maximum: float) -> list[float]:
-    """§6: `steps` log-spaced points from 1 to `maximum`, mirrored from 0 to 1 - maximum.
+    """§6: `steps` log-spaced points beyond 1 up to `maximum`, mirrored below 0 down to 1 - maximum.
 
-    Rounded to 2 decimals (names stay short: 1.47, 3.17, ...); 1 and 0 are the line's endpoints
-    and belong to the interpolation grid, so they are left out here.
+    "10 steps from 1 to 32" are the 10 points after 1 of an 11-point geometric grid (1.41, 2, ...,
+    32). Rounded to 2 decimals (names stay short); 1 and 0 are the line's endpoints and belong to
+    the interpolation grid.
     """
-    if steps < 2:
+    if steps < 1:
         return []
-    up = [round(float(a), 2) for a in np.geomspace(1.0, maximum, steps)[1:]]
+    up = [round(float(a), 2) for a in np.geomspace(1.0, maximum, steps + 1)[1:]]
     return sorted({*up, *(round(1.0 - a, 2) for a in up)})
 
 
@@ -206,16 +209,23 @@ def _plan_line(plan, g, pair, w1, w2, alphas, targets, role, datasets) -> None:
 
 
 def _plan_leave(plan: Plan, cfg: dict, g: Granularity, in_centroid: str) -> None:
+    """App. F: the centroid, and steps from it toward the origin, the pretrained model and random directions.
+
+    Toward the origin and in random directions a step is a radius (in In's mean distances from the
+    centroid); toward the pretrained model it is a fraction of the segment that ends there, whose
+    radius the tables compute from the centroid's statistics.
+    """
     plan.add(in_centroid, plan.models[in_centroid], g.eval, granularity=g.name, role="leave",
              direction="centroid", radius=0.0)
-    directions = ["pretrained"] + [f"random{i}" for i in range(1, cfg["random_directions"] + 1)]
-    for direction in directions:
-        seed = run_seed(f"{g.name}/leave/{direction}", cfg["seed"]) if direction != "pretrained" else None
-        for radius in cfg["radii"]:
-            model = f"region/{g.name}/leave/{direction}/r{format_radius(radius)}"
-            plan.add(model, Recipe("leave", (in_centroid,), (float(radius),), seed=seed, stats=in_centroid,
-                                   direction=direction),
-                     g.eval, granularity=g.name, role="leave", direction=direction, radius=float(radius))
+    steps = [("toward_origin", "r", "radius", r) for r in (cfg["radii"] if cfg["toward_origin"] else [])]
+    steps += [("toward_pretrained", "f", "fraction", t) for t in cfg["toward_pretrained"]]
+    steps += [(f"random{i}", "r", "radius", r) for i in range(1, cfg["random_directions"] + 1) for r in cfg["radii"]]
+    for direction, prefix, key, step in steps:
+        seed = run_seed(f"{g.name}/leave/{direction}", cfg["seed"]) if direction.startswith("random") else None
+        model = f"region/{g.name}/leave/{direction}/{prefix}{format_radius(step)}"
+        plan.add(model, Recipe("leave", (in_centroid,), (float(step),), seed=seed, stats=in_centroid,
+                               direction=direction),
+                 g.eval, granularity=g.name, role="leave", direction=direction, **{key: float(step)})
 
 
 def _seeds(seeds, finetune_seeds, where: str) -> list[int]:

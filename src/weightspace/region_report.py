@@ -24,7 +24,8 @@ PAPER_PB = {
     "same_task": (75.3, 100.0, 96.7),
     "general": (89.8, 100.0, 90.0),
 }
-ROLE_KEYS = ["granularity", "role", "model", "pair", "dataset_a", "dataset_b", "alpha", "direction", "radius"]
+ROLE_KEYS = ["granularity", "role", "model", "pair", "dataset_a", "dataset_b", "alpha", "direction", "radius",
+             "fraction"]
 # Kept from each probe: the loss and accuracy, their test-sample standard errors, the prior's loss.
 PROBE_COLUMNS = ["loss", "loss_se", "accuracy", "accuracy_se", "prior_loss", "excess_over_prior",
                  "excess_over_prior_se", "C"]
@@ -118,18 +119,39 @@ def line_table(models: pd.DataFrame, losses: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(["granularity", "role", "target", "alpha"], ignore_index=True)
 
 
-def leave_table(models: pd.DataFrame, losses: pd.DataFrame, stats: dict[str, dict]) -> pd.DataFrame:
-    """App. F: loss against radius (in units of In's mean distance from its centroid).
+def with_leave_radii(losses: pd.DataFrame, stats: dict[str, dict]) -> pd.DataFrame:
+    """The losses with the radius of each step toward the pretrained model filled in.
 
-    Directions: centroid (radius 0), pretrained, random (mean and std over the directions); and the
-    finetuned In models at their own radius, split as in Fig. 11(b) into source (a model on its own
-    dataset) and non-source (on the granularity's other targets).
+    Such a step is planned as a fraction t of the segment from In's centroid to the pretrained
+    model; its radius is t x that segment's length in In's mean distances from the centroid.
+    """
+    losses = losses.copy()
+    toward = losses["direction"].eq("toward_pretrained")
+    for granularity in losses.loc[toward, "granularity"].unique():
+        s = stats[granularity]
+        rows = toward & losses["granularity"].eq(granularity)
+        losses.loc[rows, "radius"] = (losses.loc[rows, "fraction"].astype(float)
+                                      * s["centroid_pretrained_distance"] / s["mean_centroid_distance"])
+    return losses
+
+
+LEAVE_COLUMNS = ["granularity", "kind", "radius", "fraction", "accuracy_mean", "accuracy_std", "loss_mean",
+                 "loss_std", "models"]
+
+
+def leave_table(models: pd.DataFrame, losses: pd.DataFrame, stats: dict[str, dict]) -> pd.DataFrame:
+    """App. F: accuracy and loss against radius (in units of In's mean distance from its centroid).
+
+    Kinds: centroid (radius 0), toward_origin, toward_pretrained (with the fraction of the segment
+    to the pretrained model), random (mean and std over the directions); and the finetuned In
+    models at their own radius, split as in Fig. 11(b) into source (a model on its own dataset) and
+    non-source (on the granularity's other targets).
     """
     rows = []
     leave = models[models["role"] == "leave"].assign(kind=lambda d: d["direction"].str.replace(r"\d+$", "", regex=True))
     for (granularity, kind, radius), df in leave.groupby(["granularity", "kind", "radius"], sort=False):
-        rows.append(dict(granularity=granularity, kind=kind, radius=radius, loss_mean=df["loss"].mean(),
-                         loss_std=df["loss"].std() if len(df) > 1 else 0.0, models=len(df)))
+        rows.append(dict(granularity=granularity, kind=kind, radius=radius, fraction=df["fraction"].iloc[0],
+                         **_mean_std(df.groupby("model")), models=len(df)))
     for granularity in leave["granularity"].unique():
         s = stats[granularity]
         radius = dict(zip(s["models"], np.asarray(s["centroid_distances"]) / s["mean_centroid_distance"]))
@@ -138,22 +160,31 @@ def leave_table(models: pd.DataFrame, losses: pd.DataFrame, stats: dict[str, dic
         for kind, df in (("finetuned_source", inside[inside["source"]]), ("finetuned_non_source", inside[~inside["source"]])):
             if df.empty:
                 continue
-            # Mean over targets of the mean over that target's models, as in Fig. 11(b).
-            per_target = df.groupby("target")["loss"].mean()
-            radii = [radius[m] for m in df["model"].unique()]
-            rows.append(dict(granularity=granularity, kind=kind, radius=float(np.mean(radii)),
-                             loss_mean=float(per_target.mean()), loss_std=float(df.groupby("model")["loss"].mean().std()),
-                             models=df["model"].nunique()))
-    table = pd.DataFrame(rows, columns=["granularity", "kind", "radius", "loss_mean", "loss_std", "models"])
-    table["loss_std"] = table["loss_std"].fillna(0.0)
+            # Mean over targets of the mean over that target's models, as in Fig. 11(b); std over models.
+            by_target = df.groupby("target")[["accuracy", "loss"]].mean()
+            rows.append({"granularity": granularity, "kind": kind,
+                         "radius": float(np.mean([radius[m] for m in df["model"].unique()])), "fraction": np.nan,
+                         **_mean_std(df.groupby("model")), "accuracy_mean": float(by_target["accuracy"].mean()),
+                         "loss_mean": float(by_target["loss"].mean()), "models": df["model"].nunique()})
+    table = pd.DataFrame(rows, columns=LEAVE_COLUMNS).astype({"fraction": float})
     return table.sort_values(["granularity", "kind", "radius"], ignore_index=True)
 
 
+def _mean_std(by_model) -> dict:
+    """Mean and std over models of each model's mean accuracy and loss over its targets."""
+    per_model = by_model[["accuracy", "loss"]].mean()
+    out = {}
+    for metric in ("accuracy", "loss"):
+        out[f"{metric}_mean"] = float(per_model[metric].mean())
+        out[f"{metric}_std"] = float(per_model[metric].std()) if len(per_model) > 1 else 0.0
+    return out
+
+
 EFFECT_COLUMNS = ["granularity", "comparison", "role", "unit", "target", "x", "reference", "dloss", "dloss_se",
-                  "dacc", "dacc_se", "past_pretrained"]
+                  "dacc", "dacc_se"]
 
 
-def effects_table(losses: pd.DataFrame, stats: dict[str, dict]) -> pd.DataFrame:
+def effects_table(losses: pd.DataFrame) -> pd.DataFrame:
     """How the loss and accuracy change along the lines and away from the centroid, per target.
 
     One row per (point, target) against its reference point on the same target:
@@ -161,9 +192,7 @@ def effects_table(losses: pd.DataFrame, stats: dict[str, dict]) -> pd.DataFrame:
     - extrapolation: an alpha beyond an end against that end, alpha > 1 against w1 (alpha 1),
       alpha < 0 against w2 (alpha 0) (§6);
     - leave: a step of radius r from In's centroid against the centroid (App. F); `role` is the
-      direction (pretrained, random1, ...); `past_pretrained` marks the steps toward the pretrained
-      model that go beyond it (radius x In's mean distance from the centroid > the centroid's
-      distance from the pretrained model).
+      direction (toward_origin, toward_pretrained, random1, ...).
     `unit` is the pair or the direction; `x` the alpha or the radius. The standard errors are
     those of the two probes' test samples combined (as if independent: conservative, since both
     points are scored on the same examples).
@@ -193,13 +222,10 @@ def effects_table(losses: pd.DataFrame, stats: dict[str, dict]) -> pd.DataFrame:
         if centre.empty:
             continue
         ref = centre.iloc[0]
-        s = stats[granularity]
-        limit = s["centroid_pretrained_distance"] / s["mean_centroid_distance"]
         for _, point in df[df["direction"] != "centroid"].iterrows():
-            rows.append({**_effect(granularity, "leave", point["direction"], point["direction"], target,
-                                   point["radius"], 0.0, point, ref),
-                         "past_pretrained": point["direction"] == "pretrained" and point["radius"] > limit})
-    return pd.DataFrame(rows, columns=EFFECT_COLUMNS).astype({"past_pretrained": bool})
+            rows.append(_effect(granularity, "leave", point["direction"], point["direction"], target,
+                                point["radius"], 0.0, point, ref))
+    return pd.DataFrame(rows, columns=EFFECT_COLUMNS)
 
 
 def _effect(granularity, comparison, role, unit, target, x, reference, point, ref) -> dict:
@@ -207,7 +233,7 @@ def _effect(granularity, comparison, role, unit, target, x, reference, point, re
             "x": float(x), "reference": str(reference), "dloss": point["loss"] - ref["loss"],
             "dloss_se": float(np.hypot(point["loss_se"], ref["loss_se"])),
             "dacc": point["accuracy"] - ref["accuracy"],
-            "dacc_se": float(np.hypot(point["accuracy_se"], ref["accuracy_se"])), "past_pretrained": False}
+            "dacc_se": float(np.hypot(point["accuracy_se"], ref["accuracy_se"]))}
 
 
 def loss_accuracy_disagreements(effects: pd.DataFrame) -> pd.DataFrame:
@@ -224,11 +250,11 @@ def region_tables(plan: Plan, probe_paths, stats_paths: dict[str, Path], out: di
     """Write the tables; `out` maps losses, models, pb, pb_md, lines, leave, effects to paths."""
     probes = gather(probe_paths)
     stats = {g: read_json(p) for g, p in stats_paths.items()}
-    losses = target_losses(plan, probes)
+    losses = with_leave_radii(target_losses(plan, probes), stats)
     models = model_losses(losses)
     tables = {"losses": losses, "models": models, "pb": pb_table(models, stats),
               "lines": line_table(models, losses), "leave": leave_table(models, losses, stats),
-              "effects": effects_table(losses, stats)}
+              "effects": effects_table(losses)}
     for name, df in tables.items():
         write_parquet(df, out[name])
     write_text(pb_markdown(tables["pb"]), out["pb_md"])

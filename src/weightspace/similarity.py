@@ -3,9 +3,10 @@
 Every cosine similarity, dot product and Euclidean distance between M task vectors follows from
 their Gram matrix G = V V^T (V: models x parameters) and its diagonal, the squared norms. G is
 accumulated chunk by chunk: a chunk holds the same rows of the same tensors from every model as
-D (models x chunk width), and G += D D^T. Each finetuned weight is read once, each pretrained
-weight once per base, and memory holds one chunk: D fits in `memory_mb` whatever the number of
-parameters, and its width shrinks as models are added.
+D (models x chunk width; each row the model's weights minus its reference, see taskvectors), and
+G += D D^T. Each finetuned weight is read once, each base's weight once per chunk however many
+models it serves as reference, and memory holds one chunk: D fits in `memory_mb` whatever the
+number of parameters, and its width shrinks as models are added.
 
 Precision: D holds the differences in float32 (exact to half an ulp of the difference), and
 D D^T is summed in float64 over column blocks of _BLOCK, each block's product taken in float32
@@ -138,7 +139,7 @@ def stream_similarity(vectors: Sequence[TaskVector], memory_mb: float = 512,
     total = sum(e.numel for e in layout)
     log.info("similarity of %d models, %d parameters each, in %d chunks (%.1f MB each, device %s)",
              m, total, len(chunks), m * widest * _BYTES / 2**20, device)
-    paths = [p for v in vectors for p in (v.finetuned, v.pretrained)]
+    paths = [p for v in vectors for p in v.files]
     progress = _Progress(total, len(chunks))
     for number, chunk in enumerate(chunks, 1):
         width = sum(p.numel for p in chunk)
@@ -172,20 +173,27 @@ def add_gram(gram: torch.Tensor, d: torch.Tensor) -> None:
 
 
 def _fill_row(row, vector: TaskVector, entry: Entry, files, piece: Piece, bases: dict, device) -> None:
-    """row = finetuned - pretrained for one piece, the pretrained slice read once per base file."""
+    """row = weights - reference for one piece; a base's slice (as reference, or standing in for a
+    tensor the checkpoint lacks) is read once per base file."""
     finetuned = vector.finetuned_rows(files, entry, piece.start, piece.stop)
     if finetuned is None:
-        row.zero_()
-        return
-    key = (vector.pretrained, entry.pretrained_key)
-    if key not in bases:
-        base = vector.pretrained_rows(files, entry, piece.start, piece.stop)
-        bases[key] = None if base is None else base.reshape(-1).to(device, torch.float32)
-    finetuned = finetuned.reshape(-1).to(device, torch.float32)
-    if bases[key] is None:
-        row.copy_(finetuned)
+        weights = _base_slice(vector.pretrained, vector.pretrained_rows, entry, files, piece, bases, device)
     else:
-        torch.sub(finetuned, bases[key], out=row)
+        weights = finetuned.reshape(-1).to(device, torch.float32)
+    reference = _base_slice(vector.reference, vector.reference_rows, entry, files, piece, bases, device)
+    if reference is None:
+        row.copy_(weights)
+    else:
+        torch.sub(weights, reference, out=row)
+
+
+def _base_slice(path, read, entry: Entry, files, piece: Piece, bases: dict, device) -> torch.Tensor | None:
+    """The piece of a base file, flat on `device`, read by `read` once and kept in `bases`."""
+    key = (path, entry.pretrained_key)
+    if key not in bases:
+        rows = read(files, entry, piece.start, piece.stop)
+        bases[key] = None if rows is None else rows.reshape(-1).to(device, torch.float32)
+    return bases[key]
 
 
 class _Progress:

@@ -1,19 +1,25 @@
-"""Task vectors: a finetuned encoder minus its pretrained encoder, read lazily from safetensors.
+"""Task vectors: a finetuned encoder minus a reference, by default the pretrained encoder it
+started from, read lazily from safetensors.
 
 A task vector is never held whole: callers read it tensor by tensor, or row slice by row slice,
 from files opened with `open_weights`. Only floating tensors count (integer buffers such as
 `position_ids` are not weights). Encoder tensors the finetuned checkpoint lacks (a pooler that
-sequence classification does not use) did not move: they contribute zeros.
+sequence classification does not use) did not move: they keep their pretrained values, zeros
+against the model's own base.
+
+`TaskVector.against` changes the reference: another base of the same architecture (one common
+origin for models finetuned from different bases, App. B), or None, zero: the raw weights.
 
 With `include_head`, the classification head's tensors are appended; the head has no pretrained
-counterpart (its random initialisation is not stored), so its values count from zero.
+counterpart (its random initialisation is not stored), so its values count from zero whatever
+the reference.
 """
 
 from __future__ import annotations
 
 import math
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
@@ -23,7 +29,7 @@ from safetensors import safe_open
 from .errors import WeightspaceError
 from .models import WEIGHTS, encoder_key_map
 
-_FLOATING = {"F64", "F32", "F16", "BF16"}
+FLOATING = {"F64", "F32", "F16", "BF16"}
 
 
 @dataclass(frozen=True)
@@ -33,7 +39,7 @@ class Entry:
     name: str
     shape: tuple[int, ...]
     finetuned_key: str | None  # None: the checkpoint lacks it, the tensor did not move
-    pretrained_key: str | None  # None: a head tensor, counted from zero
+    pretrained_key: str | None  # None: a head tensor, counted from zero (also its key in a reference)
 
     @property
     def numel(self) -> int:
@@ -44,12 +50,28 @@ class Entry:
 class TaskVector:
     name: str
     finetuned: Path
-    pretrained: Path
+    pretrained: Path  # the base it started from: its layout, and the tensors the checkpoint lacks
     entries: tuple[Entry, ...]
+    reference: Path | None  # the weights subtracted; None: zero (the raw weights)
 
     @property
     def numel(self) -> int:
         return sum(e.numel for e in self.entries)
+
+    @property
+    def files(self) -> list[Path]:
+        """The weights files its values are read from."""
+        return [p for p in (self.finetuned, self.pretrained, self.reference) if p is not None]
+
+    def against(self, reference) -> "TaskVector":
+        """The same model measured from `reference`, a model folder or its model.safetensors with the
+        encoder tensors of `pretrained`, or from zero (None)."""
+        if reference is None:
+            return replace(self, reference=None)
+        reference = weights_file(reference)
+        if reference != self.pretrained:
+            _check_reference(reference, self)
+        return replace(self, reference=reference)
 
     def layout(self) -> list[tuple[str, tuple[int, ...]]]:
         return [(e.name, e.shape) for e in self.entries]
@@ -61,8 +83,8 @@ class TaskVector:
         raise KeyError(name)
 
     def tensors(self, dtype=torch.float32, names=None) -> Iterator[tuple[str, torch.Tensor]]:
-        """(name, finetuned - pretrained) for every tensor (or those in `names`), in layout order."""
-        with open_weights([self.finetuned, self.pretrained]) as files:
+        """(name, weights - reference) for every tensor (or those in `names`), in layout order."""
+        with open_weights(self.files) as files:
             for e in self.entries:
                 if names is None or e.name in names:
                     yield e.name, self.rows(files, e, None, None, dtype)
@@ -83,15 +105,24 @@ class TaskVector:
             return None
         return _rows(files[self.pretrained], entry.pretrained_key, start, stop)
 
-    def rows(self, files, entry: Entry, start, stop, dtype=torch.float32) -> torch.Tensor:
-        """finetuned - pretrained for rows start:stop of one tensor (start=stop=None: all of it)."""
-        pretrained = self.pretrained_rows(files, entry, start, stop)
+    def reference_rows(self, files: Mapping[Path, object], entry: Entry, start, stop) -> torch.Tensor | None:
+        """Rows start:stop of the reference tensor (None: zero, for a head tensor or no reference)."""
+        if self.reference is None or entry.pretrained_key is None:
+            return None
+        return _rows(files[self.reference], entry.pretrained_key, start, stop)
+
+    def weight_rows(self, files: Mapping[Path, object], entry: Entry, start, stop) -> torch.Tensor:
+        """Rows start:stop of the model's tensor: the finetuned one, or the pretrained one it did not move from."""
         finetuned = self.finetuned_rows(files, entry, start, stop)
-        if finetuned is None:
-            return torch.zeros(pretrained.shape, dtype=dtype)
-        if pretrained is None:
-            return finetuned.to(dtype, copy=True)  # not a view of a file that is about to close
-        return finetuned.to(dtype) - pretrained.to(dtype)
+        return self.pretrained_rows(files, entry, start, stop) if finetuned is None else finetuned
+
+    def rows(self, files, entry: Entry, start, stop, dtype=torch.float32) -> torch.Tensor:
+        """weights - reference for rows start:stop of one tensor (start=stop=None: all of it)."""
+        weights = self.weight_rows(files, entry, start, stop)
+        reference = self.reference_rows(files, entry, start, stop)
+        if reference is None:
+            return weights.to(dtype, copy=True)  # not a view of a file that is about to close
+        return weights.to(dtype) - reference.to(dtype)
 
 
 def task_vector(finetuned, pretrained, include_head: bool = False, name: str | None = None) -> TaskVector:
@@ -102,7 +133,7 @@ def task_vector(finetuned, pretrained, include_head: bool = False, name: str | N
     finetuned, pretrained = weights_file(finetuned), weights_file(pretrained)
     base = _header(pretrained)
     tuned = _header(finetuned)
-    base_names = [n for n, (_, dtype) in base.items() if dtype in _FLOATING]
+    base_names = [n for n, (_, dtype) in base.items() if dtype in FLOATING]
     key_map = encoder_key_map(tuned, base_names)
     entries = []
     for n in base_names:
@@ -116,9 +147,9 @@ def task_vector(finetuned, pretrained, include_head: bool = False, name: str | N
     if include_head:
         encoder_keys = {k for k in key_map.values() if k is not None}
         for key, (shape, dtype) in tuned.items():
-            if key not in encoder_keys and dtype in _FLOATING:
+            if key not in encoder_keys and dtype in FLOATING:
                 entries.append(Entry(key, shape, key, None))
-    return TaskVector(name or str(finetuned.parent), finetuned, pretrained, tuple(entries))
+    return TaskVector(name or str(finetuned.parent), finetuned, pretrained, tuple(entries), pretrained)
 
 
 def common_layout(vectors: Sequence[TaskVector]) -> list[Entry]:
@@ -147,6 +178,20 @@ def common_layout(vectors: Sequence[TaskVector]) -> list[Entry]:
 def dropped_head_tensors(vectors: Sequence[TaskVector]) -> list[str]:
     kept = {e.name for e in common_layout(vectors)}
     return sorted({e.name for v in vectors for e in v.entries if e.name not in kept})
+
+
+def _check_reference(reference: Path, vector: TaskVector) -> None:
+    header = _header(reference)
+    for e in vector.entries:
+        if e.pretrained_key is None:
+            continue
+        found = header.get(e.pretrained_key)
+        if found is None or found[0] != e.shape:
+            has = "lacks it" if found is None else f"has shape {list(found[0])}"
+            raise WeightspaceError(
+                f"{reference}: reference tensor '{e.pretrained_key}' {has}, but {vector.pretrained} has "
+                f"{list(e.shape)} (a reference must be a base of the same architecture)"
+            )
 
 
 def _has(vector: TaskVector, entry: Entry) -> bool:

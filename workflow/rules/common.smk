@@ -77,14 +77,17 @@ def gpu_runtime(passes):
 
 @functools.cache
 def geometry_models(experiment):
-    """The models of a `geometry` experiment: records, finetuned and pretrained weights."""
-    from weightspace.geometry import experiment_members
+    """The models of a `geometry` experiment: records, finetuned and pretrained weights, and the
+    weights each is measured from (None: zero)."""
+    from weightspace.geometry import experiment_members, reference_bases
 
     members = experiment_members(config, experiment)
     return {
         "records": [m.record() for m in members],
         "weights": [f"results/models/finetuned/{m.path}/model.safetensors" for m in members],
         "pretrained": [f"{pretrained_dir(m.base)}/model.safetensors" for m in members],
+        "reference": [None if b is None else f"{pretrained_dir(b)}/model.safetensors"
+                      for b in reference_bases(config, experiment)],
     }
 
 

@@ -50,6 +50,7 @@ if config.get("geometry") is not None:
             cfg=config["finetune"],
             device=config["device"],
             trust_remote_code=config["trust_remote_code"],
+            base=lambda w: w.base,
         threads: config["threads"]
         resources:
             runtime=gpu_runtime(config["finetune"]["epochs"]),
@@ -69,6 +70,7 @@ if config.get("geometry") is not None:
         params:
             members=lambda w: geometry_models(w.experiment)["records"],
             pretrained=lambda w: geometry_models(w.experiment)["pretrained"],
+            reference=lambda w: geometry_models(w.experiment)["reference"],
             include_head=GEOMETRY["include_head"],
             memory_mb=GEOMETRY["memory_mb"],
             device=config["device"],
@@ -96,6 +98,8 @@ if config.get("geometry") is not None:
             members=lambda w: geometry_models(w.experiment)["records"],
             group_by=lambda w: geometry.group_by(config, w.experiment),
             affinity=GEOMETRY["affinity"],
+            euclidean_kernel=GEOMETRY["euclidean_kernel"],
+            reference=lambda w: geometry.experiment_reference(config, w.experiment),
             seed=GEOMETRY["cluster_seed"],
             states=GEOMETRY["cluster_states"],
         wildcard_constraints:

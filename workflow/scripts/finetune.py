@@ -18,5 +18,6 @@ run(
         device=torch_device(snakemake.params.device),
         trust_remote_code=snakemake.params.trust_remote_code,
         max_train=getattr(snakemake.params, "max_train", None),
+        base=getattr(snakemake.params, "base", None),
     ),
 )

@@ -5,6 +5,6 @@ from weightspace.workflow import run
 p = snakemake.params
 run(
     snakemake,
-    lambda: similarity_step(p.members, snakemake.input.models, p.pretrained, snakemake.output[0],
+    lambda: similarity_step(p.members, snakemake.input.models, p.pretrained, p.reference, snakemake.output[0],
                             p.include_head, p.memory_mb, torch_device(p.device)),
 )
