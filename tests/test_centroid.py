@@ -119,7 +119,7 @@ def test_centroid_experiment_end_to_end(tiny_run):
 
 @pytest.mark.parametrize("configfile, jobs", [
     ("config/config.yaml", {"centroid": 12, "bitfit": 12 * 2 * 2 * 5}),
-    ("config/demo.yaml", {"centroid": 4, "bitfit": 4 * 2 * 1 * 1}),
+    ("config/demo.yaml", {"centroid": 3, "bitfit": 3 * 2 * 1 * 1}),
 ])
 def test_shipped_configs_dry_run_the_grid(tmp_path, configfile, jobs):
     proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--snakefile", str(ROOT / "Snakefile"),
