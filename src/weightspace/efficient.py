@@ -194,8 +194,8 @@ MAJORITY_Z = 1.645
 
 def beats_majority(accuracy, majority, n) -> np.ndarray:
     """Whether an accuracy (in %) on n test examples is above the majority-class rate (in %) beyond noise."""
-    m = np.asarray(majority, dtype=float) / 100
-    return np.asarray(accuracy, dtype=float) - 100 * m > MAJORITY_Z * 100 * np.sqrt(m * (1 - m) / np.asarray(n))
+    majority = np.asarray(majority, dtype=float)
+    return np.asarray(accuracy, dtype=float) - majority > MAJORITY_Z * np.sqrt(majority * (100 - majority) / np.asarray(n))
 
 
 def gains(runs: pd.DataFrame, tolerance: float) -> pd.DataFrame:

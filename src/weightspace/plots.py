@@ -246,7 +246,6 @@ def region_leave(leave, path) -> None:
                 _empty(ax, "App. F not configured")
                 continue
             centre = part[part["kind"] == "centroid"]
-            mean, std = part[f"{metric}_mean"], part[f"{metric}_std"]
             for kind, (colour, label) in styles.items():
                 if not (part["kind"] == kind).any():
                     continue
@@ -263,7 +262,7 @@ def region_leave(leave, path) -> None:
                                 label=label, capsize=3)
             ax.set_xlabel("distance from In's centroid (units of In's mean distance)")
             ax.set_ylabel(f"{label_y} (mean over targets)")
-            if metric == "loss" and (mean - std).min() > 0:
+            if metric == "loss":
                 ax.set_yscale("log")
             ax.set_title(f"{name}: {metric}")
         row[0].legend(fontsize="small")

@@ -29,9 +29,6 @@ from .merging import combine, combined_tensors, line_tensors, save_encoder
 from .models import WEIGHTS
 from .taskvectors import task_vector, weights_file
 
-FLOATING = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
-
-
 def recipe_tensors(recipe: dict, pretrained_dir) -> dict[str, torch.Tensor] | None:
     """The encoder tensors of a derived model of the region plan, built in memory from its recipe.
 
@@ -177,7 +174,7 @@ def left_centroid_tensors(centroid, pretrained_dir, stats_path, direction: str, 
     """
     stats = read_json(stats_path)
     centroid = load_tensors(weights_file(centroid))
-    floating = {n: t.float() for n, t in centroid.items() if t.dtype in FLOATING}
+    floating = {n: t.float() for n, t in centroid.items() if t.is_floating_point()}
     if direction == "toward_origin":
         length = _norm(floating.items())
         distance = step * stats["mean_centroid_distance"]
