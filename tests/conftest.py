@@ -138,6 +138,15 @@ def tiny_run(tiny_workspace) -> tuple[Path, dict]:
     return workdir, config
 
 
+def paper_workdir(folder: Path) -> Path:
+    """A working directory for the paper config: its ISEAR files, which users export themselves
+    (config/config.yaml), stand in as empty placeholders so that the config validates."""
+    (folder / "data/isear").mkdir(parents=True, exist_ok=True)
+    for split in ("train", "test"):
+        (folder / f"data/isear/{split}.csv").write_text("text,emotion\n")
+    return folder
+
+
 def run_snakemake(workdir: Path, config: dict, *args: str, check=True) -> subprocess.CompletedProcess:
     """Run the real workflow on `config` in `workdir` (a fresh process, as a user would)."""
     cfg = workdir / "config.yaml"

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, paper_workdir
 from weightspace.centres import centroid, task_arithmetic, ties_merge
 from weightspace.centroid_plan import leave_one_out
 from weightspace.errors import WeightspaceError
@@ -123,7 +123,7 @@ def test_centroid_experiment_end_to_end(tiny_run):
 ])
 def test_shipped_configs_dry_run_the_grid(tmp_path, configfile, jobs):
     proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--snakefile", str(ROOT / "Snakefile"),
-                           "--directory", str(tmp_path), "--configfile", str(ROOT / configfile),
+                           "--directory", str(paper_workdir(tmp_path)), "--configfile", str(ROOT / configfile),
                            "--until", "centroid_plot"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     counts = {line.split()[0]: int(line.split()[1]) for line in proc.stdout.splitlines()

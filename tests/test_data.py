@@ -129,3 +129,117 @@ def test_corrupt_prepared_split_is_one_line(tmp_path):
         read_split(tmp_path, "train")
     assert str(err.value).startswith(f"{tmp_path / 'train.parquet'}: not a readable parquet file (")
     assert "\n" not in str(err.value)
+
+
+def _csv(*labels, header="text,label") -> str:
+    return header + "\n" + "".join(f"word{i} text,{label}\n" for i, label in enumerate(labels))
+
+
+def _local(tmp_path, **files) -> dict:
+    """A local dataset of the given split -> (file name, text), text in column `text`, label in `label`."""
+    for filename, text in files.values():
+        (tmp_path / filename).write_text(text)
+    return {"source": "local", "text_a": "text", "label": "label",
+            "files": {split: str(tmp_path / filename) for split, (filename, _) in files.items()}}
+
+
+def _refusal(spec, tmp_path) -> str:
+    with pytest.raises(WeightspaceError) as err:
+        prepare_dataset("d", spec, DATA_CFG, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    return str(err.value)
+
+
+@pytest.mark.parametrize("split", ["test", "validation"])
+def test_label_train_never_has(tmp_path, split):
+    spec = _local(tmp_path, train=("train.csv", _csv(*"ab" * 10)), **{split: (f"{split}.csv", _csv(*"abc" * 4))})
+    msg = _refusal(spec, tmp_path)
+    assert msg == f"dataset 'd': label 'c' in split '{split}' never occurs in split 'train' (train has: a, b)"
+
+
+def test_unknown_test_label_with_labels_given_is_unknown(tmp_path):
+    spec = _local(tmp_path, train=("train.csv", _csv(*"ab" * 10)), test=("test.csv", _csv(*"abc" * 4)))
+    msg = _refusal({**spec, "labels": ["a", "b"]}, tmp_path)
+    assert msg == "dataset 'd': unknown label 'c' in split 'test' (expected one of: a, b)"
+
+
+def test_integer_and_text_labels_are_refused(tmp_path):
+    spec = _local(tmp_path, train=("train.csv", _csv(*[0, 1] * 10)), test=("test.csv", _csv(*["neg", "pos"] * 4)))
+    assert _refusal(spec, tmp_path) == ("dataset 'd': label 'neg' in split 'test' is text but label 0 in split 'train' "
+                                        "is a number (the label values of the splits must be of one kind)")
+
+
+def test_integer_and_digit_string_labels_are_refused(tmp_path):
+    pd.DataFrame({"text": ["a b", "c d"] * 4, "label": ["0", "1"] * 4}).to_parquet(tmp_path / "test.parquet")
+    spec = _local(tmp_path, train=("train.csv", _csv(*[0, 1] * 10)))
+    spec["files"]["test"] = str(tmp_path / "test.parquet")
+    assert _refusal(spec, tmp_path).startswith("dataset 'd': label '0' in split 'test' is text but label 0 in split")
+
+
+@pytest.mark.parametrize("labels", [None, ["a", "b"]])
+def test_one_class_train_is_refused(tmp_path, labels):
+    spec = _local(tmp_path, train=("train.csv", _csv(*"a" * 20)), test=("test.csv", _csv(*"ab" * 4)))
+    msg = _refusal({**spec, "labels": labels}, tmp_path)
+    assert msg == "dataset 'd': split 'train' has only one class ('a') but split 'test' has 2 (a, b)"
+
+
+def test_one_class_everywhere_is_refused(tmp_path):
+    spec = _local(tmp_path, train=("train.csv", _csv(*"a" * 20)))
+    assert _refusal(spec, tmp_path) == "dataset 'd': split 'train' has only one class ('a')"
+
+
+def test_repeated_header_is_refused(tmp_path):
+    spec = _local(tmp_path, train=("train.csv", _csv(*"ab" * 5) + _csv(*"ab" * 5)), test=("test.csv", _csv(*"ab" * 4)))
+    msg = _refusal(spec, tmp_path)
+    assert msg == "dataset 'd': the header row repeats at row 10 of split 'train' (two files concatenated?)"
+
+
+def test_repeated_csv_column_is_refused(tmp_path):
+    spec = _local(tmp_path, train=("train.csv", "text,label,label\na b,a,x\nc d,b,y\n"))
+    path = tmp_path / "train.csv"
+    assert _refusal(spec, tmp_path) == f"dataset 'd': column 'label' appears twice in {path} (split train)"
+
+
+def test_repeated_parquet_column_is_refused(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "train.parquet"
+    pq.write_table(pa.table([["a b", "c d"], ["x", "y"], ["e f", "g h"]], names=["text", "label", "text"]), path)
+    spec = {"source": "local", "text_a": "text", "label": "label", "files": {"train": str(path)}}
+    assert _refusal(spec, tmp_path) == f"dataset 'd': column 'text' appears twice in {path} (split train)"
+
+
+def test_missing_label_is_refused(tmp_path):
+    spec = _local(tmp_path, train=("train.csv", _csv("a", "b", "a", "", "b")))
+    assert _refusal(spec, tmp_path) == "dataset 'd': missing label in column 'label' of split 'train' (row 3)"
+
+
+def test_label_given_twice_is_refused(tmp_path):
+    spec = _local(tmp_path, train=("train.csv", _csv(*"ab" * 10)))
+    msg = _refusal({**spec, "labels": ["a", "b", "a"]}, tmp_path)
+    assert msg == "dataset 'd': label 'a' is given twice in labels (expected distinct values)"
+
+
+def _warnings(caplog, spec, tmp_path) -> list[str]:
+    with caplog.at_level("WARNING", logger="weightspace.data"):
+        prepare_dataset("d", spec, DATA_CFG, tmp_path / "out")
+    assert (tmp_path / "out/meta.json").exists()
+    return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+
+@pytest.mark.parametrize("counts, rare", [((40, 40, 3), "3 of 83"), ((600, 600, 6), "6 of 1206"),
+                                         ((200, 195, 5), None)])
+def test_rare_training_class_is_warned_of(caplog, tmp_path, counts, rare):
+    train = _csv(*(label for label, n in zip("abc", counts) for _ in range(n)))
+    spec = _local(tmp_path, train=("train.csv", train), validation=("val.csv", _csv(*"abc" * 3)),
+                  test=("test.csv", _csv(*"abc" * 3)))
+    expected = [f"dataset 'd': class 'c' is rare in split 'train': {rare} examples (rare: fewer than 5 or under 1%)"]
+    assert _warnings(caplog, spec, tmp_path) == (expected if rare else [])
+
+
+def test_training_class_missing_from_test_is_warned_of(caplog, tmp_path):
+    spec = _local(tmp_path, train=("train.csv", _csv(*"abc" * 10)), validation=("val.csv", _csv(*"abc")),
+                  test=("test.csv", _csv(*"ab" * 4)))
+    assert _warnings(caplog, spec, tmp_path) == ["dataset 'd': class 'c' has 10 examples in split 'train' and none in "
+                                                 "split 'test'"]

@@ -1,15 +1,19 @@
-"""Lines between models: exact ends, exact symmetry, stable alpha names, the paper's alpha grids."""
+"""Lines between models: exact ends, exact symmetry, stable alpha names, the paper's alpha grids;
+merges that refuse a checkpoint which does not fit the base."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from safetensors import safe_open
-from transformers import AutoModelForSequenceClassification
+from transformers import AutoModelForSequenceClassification, RobertaConfig, RobertaForSequenceClassification
 
+from weightspace.centres import centroid, task_arithmetic, ties_merge
+from weightspace.errors import WeightspaceError
 from weightspace.io import load_tensors, save_tensors
 from weightspace.merging import combine, combined_tensors, interpolate, line_coefficients
 from weightspace.models import encoder_key_map, load_encoder
+from weightspace.region import group_stats
 from weightspace.region_plan import extrapolation_alphas, format_alpha, line_alphas
 
 from conftest import make_tiny_roberta
@@ -126,3 +130,43 @@ def test_merges_copy_integer_buffers_from_the_pretrained_model(endpoints, tmp_pa
     merged = combined_tensors(ends, [0.3, 0.7], with_buffer)
     assert merged["embeddings.position_ids"].dtype == torch.int64
     assert torch.equal(merged["embeddings.position_ids"], ids)
+
+
+@pytest.fixture(scope="module")
+def misfits(endpoints):
+    """Checkpoints that do not fit the base: one with a tensor of another shape, one missing an
+    encoder tensor, and a deeper model of the same width; each with the tensor its refusal names."""
+    tmp, base, ends = endpoints
+    query, dense = "encoder.layer.0.attention.self.query.weight", "encoder.layer.1.output.dense.weight"
+    tensors = load_tensors(ends[0] / "model.safetensors")
+    save_tensors({**tensors, f"roberta.{query}": torch.zeros(64, 32)}, tmp / "wide/model.safetensors")
+    save_tensors({k: v for k, v in tensors.items() if k != f"roberta.{dense}"}, tmp / "lacking/model.safetensors")
+    config = RobertaConfig.from_pretrained(base, num_labels=2, num_hidden_layers=3)
+    RobertaForSequenceClassification(config).save_pretrained(tmp / "deeper")
+    return {"wide": (tmp / "wide", f"roberta.{query}' has shape [64, 32], but '{query}' in "),
+            "lacking": (tmp / "lacking", f"lacks tensor 'roberta.{dense}', which is '{dense}' with shape [64, 128]"),
+            "deeper": (tmp / "deeper", "tensor 'roberta.encoder.layer.2.")}
+
+
+MERGES = {
+    "interpolate": lambda good, bad, base, out: interpolate(good, bad, 0.5, base, out),
+    "interpolate at alpha 1": lambda good, bad, base, out: interpolate(good, bad, 1, base, out),
+    "combine": lambda good, bad, base, out: combine([good, bad], [0.5, 0.5], base, out),
+    "centroid": lambda good, bad, base, out: centroid({"a": [good], "b": [bad]}, base, out),
+    "task_arithmetic": lambda good, bad, base, out: task_arithmetic({"a": [good], "b": [bad]}, base, out, 0.5),
+    "ties": lambda good, bad, base, out: ties_merge({"a": [good], "b": [bad]}, base, out, 0.5, 1.0),
+    "region centroid": lambda good, bad, base, out: group_stats([good, bad], base, out, out / "stats.json"),
+}
+
+
+@pytest.mark.parametrize("merge", sorted(MERGES))
+@pytest.mark.parametrize("misfit", ["wide", "lacking", "deeper"])
+def test_merges_refuse_a_checkpoint_that_does_not_fit_the_base(endpoints, misfits, tmp_path, merge, misfit):
+    _, base, ends = endpoints
+    bad, fragment = misfits[misfit]
+    with pytest.raises(WeightspaceError) as err:
+        MERGES[merge](ends[0], bad, base, tmp_path / "out")
+    message = str(err.value)
+    assert len(message.splitlines()) == 1 and fragment in message, message
+    assert message.startswith(str(bad / "model.safetensors")) and str(base / "model.safetensors") in message
+    assert not (tmp_path / "out").exists()

@@ -1,11 +1,12 @@
 """The paper config's hub datasets, checked offline against the cards in tests/data/hub_datasets.yaml."""
 
 import fnmatch
+import os
 
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, paper_workdir
 from weightspace.config import validated_config
 from weightspace.data import prepare_dataset
 
@@ -18,8 +19,14 @@ HF_DATASETS = sorted(name for name, spec in RAW["datasets"].items() if spec["sou
 
 
 @pytest.fixture(scope="module")
-def config():
-    return validated_config(RAW, SCHEMA, source=str(PAPER))
+def config(tmp_path_factory):
+    # local dataset files are relative to the working directory, where ISEAR's export would be
+    cwd = os.getcwd()
+    os.chdir(paper_workdir(tmp_path_factory.mktemp("paper")))
+    try:
+        return validated_config(RAW, SCHEMA, source=str(PAPER))
+    finally:
+        os.chdir(cwd)
 
 
 def _as_list(columns) -> list:

@@ -14,7 +14,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import ROOT, tiny_config
+from conftest import ROOT, paper_workdir, tiny_config
 from weightspace.cluster import runtime_minutes
 
 PROFILE = ROOT / "profiles/slurm/config.yaml"
@@ -39,7 +39,7 @@ def test_paper_dry_run_with_the_profile_needs_no_slurm(tmp_path):
     env = {**os.environ, "PATH": path_without_slurm(tmp_path / "bin")}
     assert not any(os.path.exists(os.path.join(env["PATH"], c)) for c in SLURM_COMMANDS)
     proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--profile", str(PROFILE.parent),
-                           "--directory", str(tmp_path / "run")],
+                           "--directory", str(paper_workdir(tmp_path / "run"))],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout + proc.stderr

@@ -16,10 +16,9 @@ import torch
 from peft.utils.merge_utils import ties
 from safetensors import safe_open
 
+from .checkpoints import WEIGHTS, check_checkpoint, encoder_key_map, weights_file
 from .errors import WeightspaceError
 from .merging import combine, save_encoder
-from .models import WEIGHTS, encoder_key_map
-from .taskvectors import weights_file
 
 CENTRES = ("centroid", "task_arithmetic", "ties")
 
@@ -53,6 +52,8 @@ def ties_merge(members: Mapping[str, Sequence], pretrained_dir, out_dir, density
     whole flattened vector as in the TIES paper.
     """
     pretrained_dir = Path(pretrained_dir)
+    for model in (m for seeds in members.values() for m in seeds):
+        check_checkpoint(model, pretrained_dir)
     with safe_open(str(pretrained_dir / WEIGHTS), framework="pt") as base:
         names = list(base.keys())
         groups = [[safe_open(str(weights_file(m)), framework="pt") for m in seeds] for seeds in members.values()]

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .errors import WeightspaceError
 
+SCHEMA = Path(__file__).resolve().parents[2] / "workflow/schemas/config.schema.yaml"
+
 
 def _validate(args) -> None:
-    from pathlib import Path
-
     from .config import load_yaml, validated_config
 
-    schema = Path(args.schema)
-    config = validated_config(load_yaml(args.config), schema, source=args.config)
+    config = validated_config(load_yaml(args.config), args.schema, source=args.config)
     print(f"{args.config}: valid ({len(config['datasets'])} datasets, base model {config['base_model']})")
 
 
@@ -31,9 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="weightspace", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("validate", help="check a workflow config against the schema")
+    p = sub.add_parser("validate", help="check a workflow config as the workflow does, before any job runs",
+                       description="Check a workflow config with the checks the Snakefile runs: the schema, "
+                                   "names, values, cross-references, the experiments' plans and the base models' folders.")
     p.add_argument("config")
-    p.add_argument("--schema", default="workflow/schemas/config.schema.yaml")
+    p.add_argument("--schema", default=str(SCHEMA), help="the workflow's config schema (default: %(default)s)")
     p.set_defaults(func=_validate)
 
     p = sub.add_parser("cluster", help="spectral clustering of models from a cosine-similarity CSV; prints JSON",

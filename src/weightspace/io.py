@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -14,26 +15,79 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .checkpoints import safetensors_file
 from .errors import WeightspaceError
 
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary sibling of `path`; rename it onto `path` only on success.
+    """Yield a temporary path for `path` in a scratch folder beside it; move it onto `path` only on success.
 
-    A killed job leaves at most a `.tmp` file, never a file that looks complete.
+    A killed job leaves at most the scratch folder (see scratch_folder), never a file that looks
+    complete. The file gets the mode the umask gives (0644 under umask 022).
+    """
+    path = Path(path)
+    with scratch_folder(path) as scratch:
+        tmp = scratch / path.name
+        yield tmp
+        honour_umask(tmp)
+        os.replace(tmp, path)
+
+
+@contextmanager
+def scratch_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """A new folder `.NAME.tmpPID` beside `path` for writing it, removed on exit.
+
+    Writers that keep temporaries of their own beside their output (safetensors does) keep them
+    in here. Scratch folders of `path` that a dead process left are removed first.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    _remove_stale_scratch(path)
+    scratch = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    scratch.mkdir()
     try:
-        yield tmp
-        os.replace(tmp, path)
+        yield scratch
     finally:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif tmp.exists():
-            tmp.unlink()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _remove_stale_scratch(path: Path) -> None:
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.tmp*"):
+        pid = stale.name.rpartition(".tmp")[2]
+        if pid.isdigit() and not _other_live_process(int(pid)):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+
+
+def _other_live_process(pid: int) -> bool:
+    """Whether `pid` runs on this host and is not this process.
+
+    The scratch folder of any other pid is a dead writer's: one job at a time writes an output
+    (on a cluster perhaps on another node, where the pid means nothing here).
+    """
+    if pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def honour_umask(path: Path) -> None:
+    """Give a written file (or folder) the mode a plain open() would: 0o666 (0o777) less the umask.
+
+    Temporary files (mkstemp, the safetensors writer) are created 0600, unreadable to a group
+    that shares the results.
+    """
+    umask = os.umask(0o077)
+    os.umask(umask)
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def write_parquet(df: pd.DataFrame, path) -> None:
@@ -70,10 +124,32 @@ def read_parquet(path) -> pd.DataFrame:
 
 
 def save_tensors(tensors: Mapping[str, torch.Tensor], path, metadata: Mapping[str, str] | None = None) -> None:
-    """Write tensors as safetensors (contiguous, atomically)."""
+    """Write tensors as safetensors (contiguous, atomically); the same tensors and metadata give the same bytes."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=dict(metadata or {}))
+        _sort_metadata(tmp)
+
+
+def _sort_metadata(path: Path) -> None:
+    """Rewrite a safetensors header with its metadata in sorted key order, in place.
+
+    The writer emits the metadata in hash-map order, which differs from process to process. The
+    re-encoded header holds the same strings in another order, so it has the same length and the
+    data offsets stay valid.
+    """
+    with open(path, "r+b") as f:
+        size = int.from_bytes(f.read(8), "little")
+        text = f.read(size)
+        header = json.loads(text)
+        if "__metadata__" not in header:
+            return
+        header = {"__metadata__": dict(sorted(header.pop("__metadata__").items())), **header}
+        encoded = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(encoded) != len(text.rstrip(b" ")):
+            raise RuntimeError(f"{path}: the safetensors header changed length when its metadata was sorted")
+        f.seek(8)
+        f.write(encoded.ljust(size))
 
 
 def tensor_names(path) -> list[str]:
@@ -88,9 +164,4 @@ def load_tensors(path, names=None) -> dict[str, torch.Tensor]:
 
 
 def _open(path):
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        raise WeightspaceError(f"{path}: weights are only read from .safetensors files")
-    if not path.exists():
-        raise WeightspaceError(f"{path}: file not found")
-    return safe_open(str(path), framework="pt")
+    return safe_open(str(safetensors_file(path)), framework="pt")

@@ -15,11 +15,10 @@ from typing import Sequence
 import torch
 from safetensors import safe_open
 
+from .checkpoints import FLOATING, WEIGHTS, check_checkpoint, encoder_key_map, weights_file
 from .errors import WeightspaceError
 from .io import save_tensors
-from .models import WEIGHTS, encoder_key_map
 from .region_plan import format_alpha
-from .taskvectors import FLOATING, weights_file
 
 _DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
            "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
@@ -30,15 +29,18 @@ def combined_tensors(checkpoints: Sequence, coefficients: Sequence[float], pretr
     """sum_i coefficients[i] * encoder(checkpoints[i]), by the pretrained encoder's tensor names.
 
     `checkpoints` are model folders or model.safetensors files (finetuned, or bare encoders such as
-    other merges). Encoder tensors a checkpoint lacks (an unused pooler) are the pretrained ones;
-    non-floating tensors are copied from the pretrained model.
+    other merges); each must fit the pretrained encoder (checkpoints.check_checkpoint). Encoder
+    tensors a checkpoint lacks (an unused pooler) are the pretrained ones; non-floating tensors
+    are copied from the pretrained model.
     """
     if len(checkpoints) != len(coefficients) or not checkpoints:
         raise WeightspaceError(f"combine: {len(checkpoints)} checkpoints but {len(coefficients)} coefficients")
-    # A zero coefficient drops its model: alpha = 1 or 0 on a line then copies an endpoint bit for bit
-    # (0 * w would turn a stored -0.0 into +0.0), and the file is not read at all.
-    used = [(c, k) for c, k in zip(checkpoints, coefficients) if k != 0] or [(checkpoints[0], 0.0)]
     pretrained_dir = Path(pretrained_dir)
+    for checkpoint in checkpoints:
+        check_checkpoint(checkpoint, pretrained_dir)
+    # A zero coefficient drops its model: alpha = 1 or 0 on a line then copies an endpoint bit for bit
+    # (0 * w would turn a stored -0.0 into +0.0), and its tensors are not read at all.
+    used = [(c, k) for c, k in zip(checkpoints, coefficients) if k != 0] or [(checkpoints[0], 0.0)]
     files = [weights_file(c) for c, _ in used]
     with ExitStack() as stack:
         base = stack.enter_context(safe_open(str(pretrained_dir / WEIGHTS), framework="pt"))

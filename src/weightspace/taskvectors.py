@@ -26,10 +26,8 @@ from typing import Iterator, Mapping, Sequence
 import torch
 from safetensors import safe_open
 
+from .checkpoints import FLOATING, encoder_key_map, safetensors_file, tensor_header, weights_file
 from .errors import WeightspaceError
-from .models import WEIGHTS, encoder_key_map
-
-FLOATING = {"F64", "F32", "F16", "BF16"}
 
 
 @dataclass(frozen=True)
@@ -131,8 +129,8 @@ def task_vector(finetuned, pretrained, include_head: bool = False, name: str | N
     `finetuned` and `pretrained` are model folders or their model.safetensors files.
     """
     finetuned, pretrained = weights_file(finetuned), weights_file(pretrained)
-    base = _header(pretrained)
-    tuned = _header(finetuned)
+    base = tensor_header(pretrained)
+    tuned = tensor_header(finetuned)
     base_names = [n for n, (_, dtype) in base.items() if dtype in FLOATING]
     key_map = encoder_key_map(tuned, base_names)
     entries = []
@@ -181,7 +179,7 @@ def dropped_head_tensors(vectors: Sequence[TaskVector]) -> list[str]:
 
 
 def _check_reference(reference: Path, vector: TaskVector) -> None:
-    header = _header(reference)
+    header = tensor_header(reference)
     for e in vector.entries:
         if e.pretrained_key is None:
             continue
@@ -209,28 +207,8 @@ def open_weights(paths) -> Iterator[dict[Path, object]]:
         for path in paths:
             path = Path(path)
             if path not in files:
-                files[path] = stack.enter_context(safe_open(str(_existing(path)), framework="pt"))
+                files[path] = stack.enter_context(safe_open(str(safetensors_file(path)), framework="pt"))
         yield files
-
-
-def weights_file(checkpoint) -> Path:
-    path = Path(checkpoint)
-    return _existing(path if path.suffix == ".safetensors" else path / WEIGHTS)
-
-
-def _existing(path: Path) -> Path:
-    if path.suffix != ".safetensors":
-        raise WeightspaceError(f"{path}: weights are only read from .safetensors files")
-    if not path.exists():
-        raise WeightspaceError(f"{path}: file not found")
-    return path
-
-
-def _header(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
-    """name -> (shape, dtype) from the file's header; no tensor data is read."""
-    with open_weights([path]) as files:
-        f = files[path]
-        return {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
 
 
 def _rows(handle, key: str, start, stop) -> torch.Tensor:

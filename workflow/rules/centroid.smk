@@ -4,11 +4,8 @@
 if config.get("centroid") is not None:
     from weightspace import centroid_plan
 
-    try:
-        CENTROID_GRID = centroid_plan.grid(config)
-        CENTROID_GROUP = "|".join(map(re.escape, centroid_plan.group_datasets(config)))
-    except WeightspaceError as err:
-        sys.exit(f"error: {err}")
+    CENTROID_GRID = centroid_plan.grid(config)
+    CENTROID_GROUP = "|".join(map(re.escape, centroid_plan.group_datasets(config)))
 
     rule centroid:
         conda:

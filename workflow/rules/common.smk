@@ -4,12 +4,14 @@ import re
 import sys
 from pathlib import Path
 
-from weightspace.config import families_of, validated_config
+from weightspace.config import families_of, load_yaml, validated_config
 from weightspace.errors import WeightspaceError
 
 ROOT = Path(workflow.basedir)
 
 try:
+    for configfile in workflow.configfiles:
+        load_yaml(configfile)  # Snakemake's reader lets a key given twice win unseen
     config.update(
         validated_config(
             config,
@@ -213,3 +215,20 @@ def all_targets():
     if any(config.get(section) is not None for section in ("region", "geometry", "centroid")):
         targets.append("results/tables/claims.md")
     return targets
+
+
+# After a crash (README "After a crash"): a lock that no running Snakemake holds, and what the
+# killed jobs left, are cleared before Snakemake looks at them. Only in the process the user
+# started: a cluster job parses this file too, while the run that submitted it holds the lock.
+from weightspace.resume import clear_crashed_run, record_lock_holder
+
+if not (workflow.remote_exec or workflow.subprocess_exec):
+    from snakemake.logging import logger
+
+    for done in clear_crashed_run():
+        logger.warning(f"weightspace: {done}")
+
+
+onstart:
+    # the main process, once it holds the lock (not in a dry run, not in a cluster job)
+    record_lock_holder()

@@ -4,10 +4,6 @@
 if config.get("geometry") is not None:
     from weightspace import geometry
 
-    try:
-        geometry.check_experiments(config)
-    except WeightspaceError as err:
-        sys.exit(f"error: {err}")
     GEOMETRY = config["geometry"]
     EXPERIMENTS = geometry.experiment_names(config)
 

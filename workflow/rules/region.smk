@@ -7,10 +7,7 @@ if config.get("region") is not None:
     from weightspace.region_plan import centroid_id
     from weightspace.region_plan import in_stats_paths
 
-    try:
-        REGION = region()
-    except WeightspaceError as err:
-        sys.exit(f"error: {err}")
+    REGION = region()
     REGION_CFG = config["region"]
     PROBE_CFG = {
         **REGION_CFG["probe"],

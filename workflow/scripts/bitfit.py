@@ -1,13 +1,14 @@
 from pathlib import Path
 
-from weightspace.efficient import efficient_finetune
-from weightspace.models import torch_device
 from weightspace.workflow import run
 
-w = snakemake.wildcards
-run(
-    snakemake,
-    lambda: efficient_finetune(
+
+def main():
+    from weightspace.efficient import efficient_finetune
+    from weightspace.models import torch_device
+
+    w = snakemake.wildcards
+    efficient_finetune(
         data_dir=Path(snakemake.input.meta).parent,
         start_dir=Path(snakemake.input.start).parent,
         tokenizer_dir=Path(snakemake.input.base).parent,
@@ -20,5 +21,7 @@ run(
         finetune_cfg=snakemake.params.finetune,
         device=torch_device(snakemake.params.device),
         trust_remote_code=snakemake.params.trust_remote_code,
-    ),
-)
+    )
+
+
+run(snakemake, main)

@@ -1,4 +1,10 @@
-from weightspace.geometry import clustering_table
 from weightspace.workflow import run
 
-run(snakemake, lambda: clustering_table(snakemake.input, snakemake.output.table, snakemake.output.markdown))
+
+def main():
+    from weightspace.geometry import clustering_table
+
+    clustering_table(snakemake.input, snakemake.output.table, snakemake.output.markdown)
+
+
+run(snakemake, main)

@@ -1,13 +1,14 @@
 from pathlib import Path
 
-from weightspace.finetuning import finetune
-from weightspace.models import torch_device
 from weightspace.workflow import run
 
-out = snakemake.output
-run(
-    snakemake,
-    lambda: finetune(
+
+def main():
+    from weightspace.finetuning import finetune
+    from weightspace.models import torch_device
+
+    out = snakemake.output
+    finetune(
         data_dir=Path(snakemake.input.meta).parent,
         base_dir=Path(snakemake.input.base).parent,
         out_dir=Path(out.weights).parent,
@@ -19,5 +20,7 @@ run(
         trust_remote_code=snakemake.params.trust_remote_code,
         max_train=getattr(snakemake.params, "max_train", None),
         base=getattr(snakemake.params, "base", None),
-    ),
-)
+    )
+
+
+run(snakemake, main)

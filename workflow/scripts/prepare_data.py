@@ -1,11 +1,12 @@
 from pathlib import Path
 
-from weightspace.data import prepare_dataset
 from weightspace.workflow import run
 
-run(
-    snakemake,
-    lambda: prepare_dataset(
+
+def main():
+    from weightspace.data import prepare_dataset
+
+    prepare_dataset(
         snakemake.wildcards.dataset,
         snakemake.params.spec,
         snakemake.config["data"],
@@ -13,5 +14,7 @@ run(
         families=snakemake.params.families,
         # the checkout's suite, found from this script: no absolute path in a param (a moved checkout reruns nothing)
         demo_dir=Path(snakemake.scriptdir).resolve().parents[1] / "resources/demo",
-    ),
-)
+    )
+
+
+run(snakemake, main)

@@ -1,15 +1,15 @@
 from pathlib import Path
 
-from weightspace.io import write_parquet
-from weightspace.models import torch_device
-from weightspace.probing import probe
-from weightspace.region import recipe_tensors
 from weightspace.workflow import run
-
-params = snakemake.params
 
 
 def main():
+    from weightspace.io import write_parquet
+    from weightspace.models import torch_device
+    from weightspace.probing import probe
+    from weightspace.region import recipe_tensors
+
+    params = snakemake.params
     base = Path(snakemake.input.base).parent
     tensors = recipe_tensors(params.recipe, base)
     model_dir = base if tensors is not None else Path(params.recipe["sources"][0]).parent

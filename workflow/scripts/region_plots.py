@@ -1,11 +1,11 @@
-from weightspace import plots
-from weightspace.io import read_parquet
 from weightspace.workflow import run
-
-out = snakemake.output
 
 
 def main():
+    from weightspace import plots
+    from weightspace.io import read_parquet
+
+    out = snakemake.output
     lines = read_parquet(snakemake.input.lines)
     plots.region_lines(lines, out.interpolation)
     plots.region_lines(lines, out.extrapolation, extrapolation=True)
