@@ -102,7 +102,7 @@ def created(workdir: Path) -> list[str]:
                   if p.is_file() and ".snakemake" not in p.relative_to(workdir).parts)
 
 
-def run_case(case: Case, folder: Path, base: dict, model_dir: Path, data_dir: Path) -> dict:
+def case_commands(case: Case, folder: Path, base: dict, model_dir: Path, data_dir: Path) -> dict:
     """The case's commands, each {command name: (argv, working directory)}, once its files are written."""
     config = write_case(case, folder, base, model_dir, data_dir)
     workdir = folder / "work"
@@ -178,7 +178,7 @@ def outcomes(request, tiny_workspace, tmp_path_factory) -> dict:
     commands = {}
     for case in (c for c in CASES if c.id in selected):
         folder = root / case.id.replace("/", "__")
-        for through, command in run_case(case, folder, base, tmp / "tiny-roberta", tmp / "data").items():
+        for through, command in case_commands(case, folder, base, tmp / "tiny-roberta", tmp / "data").items():
             commands[(case.id, through)] = command
     results = run_commands(commands, parallel=max(2, os.cpu_count() or 2))
     runs = {}

@@ -11,9 +11,9 @@ import torch
 from conftest import ROOT, paper_workdir
 from weightspace.centres import centroid, task_arithmetic, ties_merge
 from weightspace.centroid_plan import leave_one_out
+from weightspace.checkpoints import encoder_key_map
 from weightspace.errors import WeightspaceError
 from weightspace.io import load_tensors, save_tensors
-from weightspace.models import encoder_key_map
 
 PRETRAINED = "results/models/pretrained/tiny"
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from conftest import ROOT
+from weightspace.checkpoints import base_model_location
 from weightspace.config import load_yaml, validated_config
 from weightspace.data import prepare_dataset
-from weightspace.models import base_model_location
 from weightspace.probing import probe
 
 pytestmark = pytest.mark.slow

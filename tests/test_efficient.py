@@ -8,10 +8,10 @@ import torch
 
 from conftest import ROOT
 from weightspace import centroid_plan, efficient
+from weightspace.checkpoints import encoder_key_map
 from weightspace.config import validated_config
 from weightspace.errors import WeightspaceError
 from weightspace.io import load_tensors
-from weightspace.models import encoder_key_map
 from weightspace.seeding import seed_everything
 
 SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"

@@ -3,12 +3,13 @@ import pytest
 import torch
 
 from conftest import make_tiny_datasets, make_tiny_roberta
+from weightspace.checkpoints import encoder_key_map
 from weightspace.config import validated_config
 from weightspace.data import prepare_dataset
-from weightspace.io import load_tensors, save_tensors, tensor_names
 from weightspace.errors import WeightspaceError
 from weightspace.finetuning import finetune
-from weightspace.models import encoder_key_map, load_encoder, save_base_model
+from weightspace.io import load_tensors, save_tensors, tensor_names
+from weightspace.models import load_encoder, save_base_model
 from weightspace.seeding import run_seed
 
 from test_config import MINIMAL, SCHEMA

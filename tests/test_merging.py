@@ -9,10 +9,11 @@ from safetensors import safe_open
 from transformers import AutoModelForSequenceClassification, RobertaConfig, RobertaForSequenceClassification
 
 from weightspace.centres import centroid, task_arithmetic, ties_merge
+from weightspace.checkpoints import encoder_key_map
 from weightspace.errors import WeightspaceError
 from weightspace.io import load_tensors, save_tensors
 from weightspace.merging import combine, combined_tensors, interpolate, line_coefficients
-from weightspace.models import encoder_key_map, load_encoder
+from weightspace.models import load_encoder
 from weightspace.region import group_stats
 from weightspace.region_plan import extrapolation_alphas, format_alpha, line_alphas
 

@@ -8,8 +8,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
-# base_model_location and encoder_key_map are also imported from here
-from .checkpoints import WEIGHTS, base_model_location, check_model, encoder_key_map
+from .checkpoints import WEIGHTS, base_model_location, check_model
 from .errors import WeightspaceError
 from .io import honour_umask, scratch_folder, tensor_names
 

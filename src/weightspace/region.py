@@ -23,10 +23,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .checkpoints import WEIGHTS
 from .errors import WeightspaceError
 from .io import load_tensors, read_json, write_json
 from .merging import combine, combined_tensors, line_tensors, save_encoder
-from .models import WEIGHTS
 from .taskvectors import task_vector, weights_file
 
 def recipe_tensors(recipe: dict, pretrained_dir) -> dict[str, torch.Tensor] | None:
