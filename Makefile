@@ -1,5 +1,6 @@
 # make demo: set up .venv and run the offline demo end to end.
 # make test: set up .venv and run the whole test suite.
+# make report: the HTML report of the finished demo (results/report.html).
 # make test-slurm: start a local one-node SLURM (root, Debian) and run the workflow on it.
 PYTHON ?= python3
 VENV := .venv
@@ -7,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CORES ?= 2
 
-.PHONY: setup demo test test-slurm bench lint clean
+.PHONY: setup demo report test test-slurm bench lint clean
 
 setup: $(STAMP)
 
@@ -24,6 +25,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/snakemake --configfile config/demo.yaml --cores $(CORES) --printshellcmds --scheduler greedy
 	@echo "Demo done: see results/tables/ and results/plots/"
+
+# Every table and plot of the demo with its caption (workflow/report/), in one self-contained page.
+report: $(STAMP)
+	$(BIN)/snakemake --configfile config/demo.yaml --report results/report.html
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

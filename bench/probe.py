@@ -27,7 +27,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -105,7 +104,7 @@ def _naive(model_dir: Path, data_dir: Path, cfg: dict, target_loss: float, epoch
 
 
 def main(out_dir) -> None:
-    from weightspace.models import base_model_location
+    from weightspace.checkpoints import base_model_location
     from weightspace.probing import probe
 
     threads = int(os.environ.get("BENCH_THREADS", "2"))

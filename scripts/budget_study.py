@@ -78,7 +78,7 @@ def run_budget(work: Path, dataset: str, train: int, epochs: int, pool, config: 
     """Finetune 3 seeds at one budget, make the line and App. F points, probe them all."""
     from weightspace.data import prepare_dataset
     from weightspace.merging import interpolate
-    from weightspace.region import group_stats, leave_centroid
+    from weightspace.region.points import group_stats, leave_centroid
     from weightspace.seeding import run_seed
 
     base = work / "pretrained"

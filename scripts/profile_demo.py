@@ -2,7 +2,7 @@
 
 Runs Snakemake in a fresh working directory, samples the CPU time of Snakemake's own process
 (its scheduling and DAG work, not the jobs), and after the run reads the cost line that every
-job writes last in its log (weightspace.workflow.run: wall, start-up CPU, work CPU). Prints the
+job writes last in its log (weightspace.job.run: wall, start-up CPU, work CPU). Prints the
 run's wall time and a table by stage; `--json` writes the numbers too.
 
     .venv/bin/python scripts/profile_demo.py                         # config/demo.yaml in a temp dir

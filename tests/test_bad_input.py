@@ -20,7 +20,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT
+from helpers import ROOT
+
+pytestmark = pytest.mark.slow
 
 CASES_DIR = ROOT / "tests/bad_input"
 DELETE = "__delete__"

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import ROOT, paper_workdir
-from weightspace.centres import centroid, task_arithmetic, ties_merge
-from weightspace.centroid_plan import leave_one_out
+from helpers import ROOT, paper_workdir
+from weightspace.centroid.centres import centroid, task_arithmetic, ties_merge
+from weightspace.centroid.plan import leave_one_out
 from weightspace.checkpoints import encoder_key_map
 from weightspace.errors import WeightspaceError
 from weightspace.io import load_tensors, save_tensors
@@ -22,6 +22,7 @@ def _members(workdir, datasets, seeds=(1, 2)):
     return {d: [workdir / f"results/models/finetuned/{d}/seed{s}/model.safetensors" for s in seeds] for d in datasets}
 
 
+@pytest.mark.slow
 def test_centroid_is_the_mean_of_the_other_datasets_models(tiny_run):
     workdir, _ = tiny_run
     pretrained = load_tensors(workdir / PRETRAINED / "model.safetensors")
@@ -38,6 +39,7 @@ def test_centroid_is_the_mean_of_the_other_datasets_models(tiny_run):
     assert json.loads((workdir / "results/models/centroid/tiny_topic/config.json").read_text())["model_type"] == "roberta"
 
 
+@pytest.mark.slow
 def test_task_arithmetic_at_one_over_n_is_the_centroid(tiny_run, tmp_path):
     workdir, _ = tiny_run
     members = _members(workdir, ["tiny_pair", "tiny_sent"])
@@ -84,6 +86,7 @@ def test_leave_one_out():
         leave_one_out(["a"], "a")
 
 
+@pytest.mark.slow
 def test_centroid_experiment_end_to_end(tiny_run):
     workdir, config = tiny_run
     runs = pd.concat([pd.read_parquet(p) for p in (workdir / "results/metrics/bitfit").rglob("seed*.parquet")])
@@ -118,8 +121,8 @@ def test_centroid_experiment_end_to_end(tiny_run):
 
 
 @pytest.mark.parametrize("configfile, jobs", [
-    ("config/config.yaml", {"centroid": 12, "bitfit": 12 * 2 * 2 * 5}),
-    ("config/demo.yaml", {"centroid": 3, "bitfit": 3 * 2 * 1 * 1}),
+    pytest.param("config/config.yaml", {"centroid": 12, "efficient_finetune": 12 * 2 * 2 * 5}, marks=pytest.mark.slow),
+    ("config/demo.yaml", {"centroid": 3, "efficient_finetune": 3 * 2 * 1 * 1}),
 ])
 def test_shipped_configs_dry_run_the_grid(tmp_path, configfile, jobs):
     proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--snakefile", str(ROOT / "Snakefile"),

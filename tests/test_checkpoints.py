@@ -22,7 +22,7 @@ from weightspace.errors import WeightspaceError
 from weightspace.io import load_tensors, save_tensors, write_json
 from weightspace.models import load_encoder, load_tokenizer, save_base_model, save_model_dir
 
-from conftest import ROOT, make_tiny_roberta
+from helpers import ROOT, make_tiny_roberta
 
 CASES = yaml.safe_load((ROOT / "tests/bad_input/models.yaml").read_text())
 

@@ -8,7 +8,7 @@ import pytest
 
 from weightspace.intervals import (bootstrap_interval, clustered_mean_interval, format_interval, t_interval,
                                    verdict)
-from weightspace.region_report import effects_table, loss_accuracy_disagreements
+from weightspace.region.report import effects_table, loss_accuracy_disagreements
 
 
 def test_verdicts_follow_the_interval_and_the_threshold():
@@ -45,6 +45,7 @@ def tiny_claims(tiny_run):
     return tables, pd.read_parquet(tables / "claims.parquet")
 
 
+@pytest.mark.slow
 def test_the_tiny_runs_claims_table_covers_every_section_with_intervals(tiny_claims):
     tables, claims = tiny_claims
     assert set(claims.verdict) <= {"holds", "does not hold", "cannot tell"}
@@ -70,6 +71,7 @@ def test_the_tiny_runs_claims_table_covers_every_section_with_intervals(tiny_cla
     assert "| verdict |" in md and md.count("\n| ") == len(claims) + 1
 
 
+@pytest.mark.slow
 def test_pb_and_centroid_tables_print_intervals(tiny_run):
     workdir, _ = tiny_run
     tables = workdir / "results/tables"

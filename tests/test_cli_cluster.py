@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from helpers import ROOT
 from weightspace.cli import main
 
 AUTHORS = ROOT / "resources/reference/roberta_base_glue_superglue_cosine_70.csv"

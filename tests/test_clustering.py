@@ -6,11 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import make_tiny_roberta, run_snakemake
+from helpers import make_tiny_roberta, run_snakemake
 from weightspace.clustering import (cluster_and_score, cluster_euclidean, cosine_affinity, euclidean_affinity,
                                     gaussian_affinity, matched_groups, score)
 from weightspace.errors import WeightspaceError
-from weightspace.geometry import cluster_step, clustering_table, experiment_members, reference_bases
+from weightspace.geometry.plan import experiment_members, reference_bases
+from weightspace.geometry.report import clustering_table
+from weightspace.geometry.steps import cluster_step
 from weightspace.seeding import run_seed
 from weightspace.similarity import Similarity
 
@@ -102,6 +104,7 @@ def test_euclidean_contrast_sees_norms_not_directions():
     assert cluster_euclidean(sim.euclidean, groups)[1]["accuracy"] <= 0.75
 
 
+@pytest.mark.slow
 def test_cluster_rule_table_and_plots(tiny_run):
     workdir, config = tiny_run
     rows = pd.read_parquet(workdir / "results/tables/clustering.parquet")
@@ -207,7 +210,7 @@ def appendix_run(tiny_workspace, tmp_path_factory):
 
 
 def test_nested_subsample():
-    from weightspace.finetuning import nested_subsample
+    from weightspace.data import nested_subsample
 
     df = pd.DataFrame({"text_a": [f"t{i}" for i in range(100)], "label": np.arange(100) % 2})
     small, large = nested_subsample(df, 20), nested_subsample(df, 50)
@@ -216,6 +219,7 @@ def test_nested_subsample():
     assert nested_subsample(df, 500).equals(df)
 
 
+@pytest.mark.slow
 def test_data_size_runs_use_nested_subsamples(appendix_run):
     workdir = appendix_run
     for dataset in ("tiny_sent", "tiny_topic"):
@@ -230,6 +234,7 @@ def test_data_size_runs_use_nested_subsamples(appendix_run):
     assert rows.loc[("sizes", "size", "cosine"), "accuracy"] < 1.0
 
 
+@pytest.mark.slow
 def test_two_bases_vectors_by_reference(appendix_run):
     workdir = appendix_run
     finetuned, pretrained = workdir / "results/models/finetuned", workdir / "results/models/pretrained"

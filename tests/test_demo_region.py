@@ -10,9 +10,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from conftest import ROOT, run_snakemake
+from helpers import ROOT, run_snakemake
 from weightspace.config import load_yaml
-from weightspace.region_report import loss_accuracy_disagreements
+from weightspace.region.report import loss_accuracy_disagreements
 
 pytestmark = pytest.mark.slow
 

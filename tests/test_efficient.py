@@ -6,8 +6,10 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import ROOT
-from weightspace import centroid_plan, efficient
+from helpers import ROOT
+from weightspace import paper
+from weightspace.centroid import plan as centroid_plan
+from weightspace.centroid import report, train
 from weightspace.checkpoints import encoder_key_map
 from weightspace.config import validated_config
 from weightspace.errors import WeightspaceError
@@ -28,7 +30,7 @@ def run(tiny_run):
 def _train(run, start_dir, **settings):
     workdir, config = run
     merged = {**config["centroid"], **settings}
-    return efficient.train_from_start(workdir / "results/data/tiny_topic", start_dir,
+    return train.train_from_start(workdir / "results/data/tiny_topic", start_dir,
                                       workdir / "results/models/pretrained/tiny", "tiny_topic", "full", 1, merged,
                                       config["finetune"], CPU)
 
@@ -43,6 +45,7 @@ def _encoder_changes(model, start_file):
     return changed, same
 
 
+@pytest.mark.slow
 def test_bitfit_leaves_every_non_bias_encoder_weight_bit_identical(run):
     workdir, _ = run
     start = workdir / "results/models/centroid/tiny_topic"
@@ -56,16 +59,18 @@ def test_bitfit_leaves_every_non_bias_encoder_weight_bit_identical(run):
     assert row["trainable_params"] == head + sum(model.state_dict()[f"roberta.{n}"].numel() for n in biases)
 
 
+@pytest.mark.slow
 def test_both_starts_get_the_same_new_head(run):
     workdir, config = run
     heads = []
     for start in ("results/models/pretrained/tiny", "results/models/centroid/tiny_topic"):
         seed_everything(123)
-        model, _ = efficient.efficient_model(workdir / start, 3, config["centroid"])
+        model, _ = train.efficient_model(workdir / start, 3, config["centroid"])
         heads.append({n: p.detach().clone() for n, p in model.named_parameters() if n.startswith("classifier.")})
     assert heads[0].keys() and all(torch.equal(heads[0][n], heads[1][n]) for n in heads[0])
 
 
+@pytest.mark.slow
 def test_lora_trains_adapters_and_head_only(run):
     workdir, config = run
     start = workdir / "results/models/pretrained/tiny"
@@ -82,34 +87,34 @@ def test_lora_trains_adapters_and_head_only(run):
 
 def test_training_config_overrides_and_min_steps():
     base = {"lr": 5e-5, "batch_size": 16, "epochs": 2, "max_steps": None}
-    cfg = efficient.training_config(base, {"lr": 1e-3, "epochs": None, "min_steps": 20}, n_examples=40)
+    cfg = train.training_config(base, {"lr": 1e-3, "epochs": None, "min_steps": 20}, n_examples=40)
     assert cfg["lr"] == 1e-3 and cfg["batch_size"] == 16 and "min_steps" not in cfg
     assert cfg["epochs"] == pytest.approx(20 / 3)  # 3 steps per epoch
-    assert efficient.training_config(base, {"min_steps": 2}, n_examples=400)["epochs"] == 2
+    assert train.training_config(base, {"min_steps": 2}, n_examples=400)["epochs"] == 2
 
 
 def test_shots_cap():
-    assert efficient.shots_cap("full") is None and efficient.shots_cap("1000") == 1000
+    assert train.shots_cap("full") is None and train.shots_cap("1000") == 1000
     with pytest.raises(WeightspaceError, match="shots 'all'"):
-        efficient.shots_cap("all")
+        train.shots_cap("all")
 
 
 def _paper_runs(kind):
-    paper = efficient.PAPER[kind]
+    reported = paper.CENTROID_START[kind]
     # majority 0: every start counts as learning, so the paper's own counting applies
     rows = [{"shots": "full" if kind == "full" else "1000", "target": d, "start": s, "seed": 1, "train_size": 1,
              "test_size": 1000, "majority_test_accuracy": 0.0, "method": "bitfit",
-             "test_accuracy": paper[s][d] / 100} for d in paper["pretrained"] for s in ("pretrained", "centroid")]
+             "test_accuracy": reported[s][d] / 100} for d in reported["pretrained"] for s in ("pretrained", "centroid")]
     return pd.DataFrame(rows)
 
 
 @pytest.mark.parametrize("kind", ["full", "few"])
 def test_gains_reproduce_the_papers_tables(kind):
-    table = efficient.gains(_paper_runs(kind), tolerance=efficient.PAPER_TOLERANCE)
+    table = report.gains(_paper_runs(kind), tolerance=paper.CENTROID_TIE)
     shots = table.shots.iloc[0]
-    assert efficient.outcome_counts(table, shots, "centroid") == (*efficient.PAPER[kind]["wins_ties_losses"], 0)
-    assert round(table[table.start == "centroid"].gain.mean(), 2) == efficient.PAPER[kind]["mean_gain"]
-    md = efficient.markdown(table, _paper_runs(kind), efficient.PAPER_TOLERANCE)
+    assert report.outcome_counts(table, shots, "centroid") == (*paper.CENTROID_START[kind]["wins_ties_losses"], 0)
+    assert round(table[table.start == "centroid"].gain.mean(), 2) == paper.CENTROID_START[kind]["mean_gain"]
+    md = report.markdown(table, _paper_runs(kind), paper.CENTROID_TIE)
     assert "9 wins, 2 ties, 1 loss, 0 both at chance of 12 targets" in md and "paper gain (centroid)" in md
 
 
@@ -119,20 +124,20 @@ def test_a_gain_between_two_starts_at_chance_is_not_counted():
     runs = _paper_runs("full")
     wnli = runs.target == "wnli"
     runs.loc[wnli, "majority_test_accuracy"], runs.loc[wnli, "test_size"] = 40 / 71, 71
-    table = efficient.gains(runs, tolerance=efficient.PAPER_TOLERANCE)
+    table = report.gains(runs, tolerance=paper.CENTROID_TIE)
     row = table[(table.target == "wnli") & (table.start == "centroid")].iloc[0]
     assert row.outcome == "both at chance" and not row.above_majority
-    assert efficient.outcome_counts(table, "full", "centroid") == (9, 2, 0, 1)
-    assert "54.08 (chance)" in efficient.markdown(table, runs, efficient.PAPER_TOLERANCE)
+    assert report.outcome_counts(table, "full", "centroid") == (9, 2, 0, 1)
+    assert "54.08 (chance)" in report.markdown(table, runs, paper.CENTROID_TIE)
     # one start above the majority is enough for the gain to count
     runs.loc[wnli & (runs.start == "centroid"), "test_accuracy"] = 0.70
-    row = efficient.gains(runs, tolerance=0.1).set_index(["target", "start"]).loc[("wnli", "centroid")]
+    row = report.gains(runs, tolerance=0.1).set_index(["target", "start"]).loc[("wnli", "centroid")]
     assert row.outcome == "win"
 
 
 def test_beats_majority_needs_more_than_test_noise():
     # 2 classes, 300 examples: the binomial SE at 50% is 2.89 points, the margin 4.75
-    assert list(efficient.beats_majority([52.0, 54.0, 55.0], [50.0] * 3, [300] * 3)) == [False, False, True]
+    assert list(report.beats_majority([52.0, 54.0, 55.0], [50.0] * 3, [300] * 3)) == [False, False, True]
 
 
 def test_gains_are_paired_by_seed_and_need_the_pretrained_start():
@@ -141,7 +146,7 @@ def test_gains_are_paired_by_seed_and_need_the_pretrained_start():
          "majority_test_accuracy": 0.0, "method": "bitfit", "test_accuracy": acc} for s, seed, acc in
         [("pretrained", 1, 0.50), ("pretrained", 2, 0.70), ("centroid", 1, 0.60), ("centroid", 2, 0.70)]
     ])
-    row = efficient.gains(runs, tolerance=0.5).set_index("start").loc["centroid"]
+    row = report.gains(runs, tolerance=0.5).set_index("start").loc["centroid"]
     assert row.gain == pytest.approx(5.0) and row.gain_std == pytest.approx(50 ** 0.5)
     # gains of +10 and 0 points: the t interval over the two seeds holds 0, so it is a tie
     assert row.gain_lo < 0 < row.gain_hi and row.outcome == "tie"
@@ -151,11 +156,11 @@ def test_gains_are_paired_by_seed_and_need_the_pretrained_start():
          "test_accuracy": 0.5 + seed / 100 + (gain if s == "centroid" else 0)}
         for seed, gain in [(1, 0.09), (2, 0.10), (3, 0.11)] for s in ("pretrained", "centroid")
     ])
-    row = efficient.gains(steady, tolerance=0.5).set_index("start").loc["centroid"]
+    row = report.gains(steady, tolerance=0.5).set_index("start").loc["centroid"]
     assert row.seeds == 3 and row.gain == pytest.approx(10.0) and row.gain_lo > 0 and row.outcome == "win"
-    assert efficient.gains(steady, tolerance=20.0).set_index("start").loc["centroid"].outcome == "tie"
+    assert report.gains(steady, tolerance=20.0).set_index("start").loc["centroid"].outcome == "tie"
     with pytest.raises(WeightspaceError, match="no pretrained-start run"):
-        efficient.gains(runs[runs.start == "centroid"], tolerance=0.5)
+        report.gains(runs[runs.start == "centroid"], tolerance=0.5)
 
 
 def test_grid_and_its_errors():

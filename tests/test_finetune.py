@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import make_tiny_datasets, make_tiny_roberta
+from helpers import MINIMAL, SCHEMA, make_tiny_datasets, make_tiny_roberta
 from weightspace.checkpoints import encoder_key_map
 from weightspace.config import validated_config
 from weightspace.data import prepare_dataset
@@ -11,8 +11,6 @@ from weightspace.finetuning import finetune
 from weightspace.io import load_tensors, save_tensors, tensor_names
 from weightspace.models import load_encoder, save_base_model
 from weightspace.seeding import run_seed
-
-from test_config import MINIMAL, SCHEMA
 
 
 @pytest.fixture(scope="module")

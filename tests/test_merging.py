@@ -8,16 +8,17 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModelForSequenceClassification, RobertaConfig, RobertaForSequenceClassification
 
-from weightspace.centres import centroid, task_arithmetic, ties_merge
+from weightspace.centroid.centres import centroid, task_arithmetic, ties_merge
 from weightspace.checkpoints import encoder_key_map
 from weightspace.errors import WeightspaceError
 from weightspace.io import load_tensors, save_tensors
 from weightspace.merging import combine, combined_tensors, interpolate, line_coefficients
 from weightspace.models import load_encoder
-from weightspace.region import group_stats
-from weightspace.region_plan import extrapolation_alphas, format_alpha, line_alphas
+from weightspace.paths import format_alpha
+from weightspace.region.plan import extrapolation_alphas, line_alphas
+from weightspace.region.points import group_stats
 
-from conftest import make_tiny_roberta
+from helpers import make_tiny_roberta
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import os
 import pytest
 import yaml
 
-from conftest import ROOT, paper_workdir
+from helpers import ROOT, paper_workdir
 from weightspace.config import validated_config
 from weightspace.data import prepare_dataset
 

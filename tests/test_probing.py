@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from test_config import SCHEMA
+from helpers import SCHEMA
 from weightspace.config import validated_config
 from weightspace.data import read_split
 from weightspace.errors import WeightspaceError
@@ -79,6 +79,7 @@ def run_paths(tiny_run):
     return workdir, config, results / "models/pretrained/tiny", results / "models/finetuned", results / "data"
 
 
+@pytest.mark.slow
 def test_features_are_the_first_tokens_final_state_in_input_order(run_paths):
     _, _, base, finetuned, data = run_paths
     tokenizer, encoder = load_tokenizer(base), load_encoder(finetuned / "tiny_pair/seed1")
@@ -90,6 +91,7 @@ def test_features_are_the_first_tokens_final_state_in_input_order(run_paths):
     assert batched.shape == (12, encoder.config.hidden_size)
 
 
+@pytest.mark.slow
 def test_the_probe_loss_is_the_same_on_a_rerun_and_matches_the_workflow(run_paths):
     workdir, config, base, finetuned, data = run_paths
     validated = validated_config(config, SCHEMA)

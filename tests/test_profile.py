@@ -14,8 +14,8 @@ import sys
 import pytest
 import yaml
 
-from conftest import ROOT, paper_workdir, tiny_config
-from weightspace.cluster import runtime_minutes
+from helpers import ROOT, paper_workdir, tiny_config
+from weightspace.slurm_runtime import runtime_minutes
 
 PROFILE = ROOT / "profiles/slurm/config.yaml"
 SLURM_COMMANDS = {"sbatch", "srun", "squeue", "sacct", "sinfo", "scontrol", "scancel", "sacctmgr", "sshare"}
@@ -35,6 +35,7 @@ def path_without_slurm(folder) -> str:
     return str(folder)
 
 
+@pytest.mark.slow
 def test_paper_dry_run_with_the_profile_needs_no_slurm(tmp_path):
     env = {**os.environ, "PATH": path_without_slurm(tmp_path / "bin")}
     assert not any(os.path.exists(os.path.join(env["PATH"], c)) for c in SLURM_COMMANDS)

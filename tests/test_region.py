@@ -10,16 +10,16 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from conftest import make_tiny_roberta
-from test_config import MINIMAL, SCHEMA
+from helpers import MINIMAL, SCHEMA, make_tiny_roberta
 from weightspace.config import validated_config
 from weightspace.errors import WeightspaceError
 from weightspace.io import load_tensors, read_json
 from weightspace.merging import interpolate
 from weightspace.models import encoder_with_tensors, load_encoder
-from weightspace.region import (group_stats, hull_sample, leave_centroid, pb, perturbed_pretrained, recipe_tensors,
-                                xavier_direction)
-from weightspace.region_plan import dirichlet_coefficients, region_plan
+from weightspace.region.plan import dirichlet_coefficients, region_plan
+from weightspace.region.points import (group_stats, hull_sample, leave_centroid, perturbed_pretrained, recipe_tensors,
+                                       xavier_direction)
+from weightspace.region.report import pb
 
 
 def test_pb_on_hand_made_losses():
@@ -222,6 +222,7 @@ def test_bad_alpha_is_reported():
 # --- from the session's tiny workflow run -------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_workflow_writes_the_pb_table_with_the_papers_numbers(tiny_run):
     workdir, config = tiny_run
     table = pd.read_parquet(workdir / "results/tables/pb.parquet").set_index("granularity")
@@ -236,6 +237,7 @@ def test_workflow_writes_the_pb_table_with_the_papers_numbers(tiny_run):
     assert table.loc["same_dataset", "pb_in_ex"] == 100.0
 
 
+@pytest.mark.slow
 def test_workflow_lines_span_the_grid_and_temp_weights_are_gone(tiny_run):
     workdir, config = tiny_run
     lines = pd.read_parquet(workdir / "results/tables/lines.parquet")
@@ -248,6 +250,7 @@ def test_workflow_lines_span_the_grid_and_temp_weights_are_gone(tiny_run):
         assert (workdir / f"results/plots/{plot}.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_workflow_leave_table_has_every_direction(tiny_run):
     workdir, _ = tiny_run
     leave = pd.read_parquet(workdir / "results/tables/leave_centroid.parquet")

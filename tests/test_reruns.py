@@ -9,9 +9,11 @@ from __future__ import annotations
 import re
 import shutil
 
-from conftest import ROOT, run_snakemake
+import pytest
+
+from helpers import ROOT, run_snakemake
 from weightspace.config import validated_config
-from weightspace.region_plan import region_plan
+from weightspace.region.plan import region_plan
 
 REGION = {"granularities": {"same_dataset": {"in": ["tiny_sent"], "ex": ["tiny_topic"],
                                              "pairs": [["tiny_sent", "tiny_sent"]]}}}
@@ -47,6 +49,7 @@ def test_one_point_of_one_line_needs_two_models_and_one_probe(tiny_workspace, tm
     }
 
 
+@pytest.mark.slow
 def test_forcerun_finetune_with_until(tiny_run, tmp_path):
     done, config = tiny_run
     workdir = tmp_path / "run"

@@ -20,10 +20,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT, run_snakemake
+from helpers import ROOT, run_snakemake
 from weightspace import resume
 from weightspace.config import validated_config
-from weightspace.region_plan import region_plan
+from weightspace.region.plan import region_plan
 
 TIMING = ("feature_seconds", "fit_seconds", "examples_per_second")
 
@@ -38,7 +38,7 @@ def resumable_config(config: dict) -> dict:
 
 
 def snakemake_command(workdir, config) -> list[str]:
-    """The command a user would type (conftest.run_snakemake's), to start and kill."""
+    """The command a user would type (helpers.run_snakemake's), to start and kill."""
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     return [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
             "--configfile", str(workdir / "config.yaml"), "--cores", "2"]
@@ -74,6 +74,7 @@ def sha256(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_a_killed_run_is_finished_by_the_same_command(tiny_run, tmp_path):
     done, full_config = tiny_run
     config = resumable_config(full_config)
@@ -113,6 +114,7 @@ def test_a_killed_run_is_finished_by_the_same_command(tiny_run, tmp_path):
         pd.testing.assert_frame_equal(resumed, uninterrupted.set_index("target").loc[resumed.index])
 
 
+@pytest.mark.slow
 def test_another_spelling_of_the_checkout_reruns_nothing(tiny_run, tmp_path):
     workdir, _ = tiny_run
     checkout = tmp_path / "checkout"
@@ -136,6 +138,7 @@ def finished(tiny_run, tmp_path):
     return workdir, config
 
 
+@pytest.mark.slow
 def test_a_user_error_in_a_job_is_one_error_line_in_its_log(finished):
     workdir, config = finished
     metrics = workdir / "results/metrics/finetune/tiny_sent/seed1.parquet"
@@ -148,6 +151,7 @@ def test_a_user_error_in_a_job_is_one_error_line_in_its_log(finished):
     assert "Traceback" not in log
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("broken, expected", [
     ('raise RuntimeError("a broken matplotlib install")', "RuntimeError: a broken matplotlib install"),
     ("import os, signal; os.kill(os.getpid(), signal.SIGSEGV)", "Fatal Python error: Segmentation fault"),
@@ -158,9 +162,10 @@ def test_any_other_error_in_a_job_is_in_its_log_with_its_traceback(finished, tmp
     (tmp_path / "broken/matplotlib").mkdir(parents=True)
     (tmp_path / "broken/matplotlib/__init__.py").write_text(broken + "\n")
     monkeypatch.setenv("PYTHONPATH", str(tmp_path / "broken"))  # only the plot jobs import matplotlib
-    proc = run_snakemake(workdir, config, "results/plots/interpolation.png", "--forcerun", "region_plots", check=False)
-    assert proc.returncode != 0 and "Error in rule region_plots" in proc.stderr, proc.stderr[-3000:]
-    log = (workdir / "logs/plots/region.log").read_text()
+    proc = run_snakemake(workdir, config, "results/plots/interpolation.png", "--forcerun", "interpolation_plot",
+                         check=False)
+    assert proc.returncode != 0 and "Error in rule interpolation_plot" in proc.stderr, proc.stderr[-3000:]
+    log = (workdir / "logs/plots/interpolation.log").read_text()
     assert expected in log and "weightspace/plots.py" in log, log
 
 

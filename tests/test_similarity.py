@@ -7,7 +7,7 @@ import torch
 from sklearn.metrics.pairwise import cosine_similarity, euclidean_distances
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
-from conftest import make_tiny_roberta
+from helpers import make_tiny_roberta
 from weightspace.errors import WeightspaceError
 from weightspace.io import load_tensors
 from weightspace.models import save_model_dir
@@ -173,7 +173,7 @@ def raw_weights(model, base) -> torch.Tensor:
 
 @pytest.mark.parametrize("mode", ["own_base", "first_base", "none"])
 def test_each_reference_matches_torch(two_bases, mode, tmp_path):
-    from weightspace.geometry import similarity_step
+    from weightspace.geometry.steps import similarity_step
 
     first = two_bases[0][1]
     references = {"own_base": [b for _, b in two_bases], "first_base": [first] * 4, "none": [None] * 4}[mode]
@@ -206,6 +206,7 @@ def test_long_form_round_trip(checkpoints):
     np.testing.assert_array_equal(back.gram, similarity.gram)
 
 
+@pytest.mark.slow
 def test_similarity_rule_on_the_tiny_grid(tiny_run):
     workdir, config = tiny_run
     df = pd.read_parquet(workdir / "results/metrics/similarity/tiny.parquet")

@@ -7,9 +7,10 @@ import sys
 import pandas as pd
 import pytest
 
-from conftest import ROOT, paper_workdir, run_snakemake
+from helpers import ROOT, paper_workdir, run_snakemake
 
 
+@pytest.mark.slow
 def test_finetune_grid_end_to_end(tiny_run):
     workdir, config = tiny_run
     for dataset in config["datasets"]:
@@ -26,6 +27,7 @@ def test_finetune_grid_end_to_end(tiny_run):
     assert "| tiny_sent" in table and "majority" in table
 
 
+@pytest.mark.slow
 def test_rerun_is_a_no_op(tiny_run):
     workdir, config = tiny_run
     proc = run_snakemake(workdir, config, "-n")
@@ -50,7 +52,7 @@ def test_bad_dataset_fails_with_one_line(tiny_workspace, tmp_path):
 
 
 @pytest.mark.parametrize("configfile, rule_counts", [
-    ("config/config.yaml", {"finetune": 345, "prepare_data": 33}),
+    pytest.param("config/config.yaml", {"finetune": 345, "prepare_data": 33}, marks=pytest.mark.slow),
     ("config/demo.yaml", {"finetune": 30, "prepare_data": 10}),
 ])
 def test_dry_run_lists_the_grid(tmp_path, configfile, rule_counts):
@@ -78,8 +80,8 @@ def _env():
 def test_planning_the_workflow_imports_no_torch():
     """Every cluster job parses the Snakefile again: its planning code must not import torch,
     transformers or peft (seconds of CPU per job)."""
-    code = ("import sys; import weightspace.config, weightspace.geometry, weightspace.region_plan, "
-            "weightspace.centroid_plan, weightspace.cluster; "
+    code = ("import sys; import weightspace.config, weightspace.paths, weightspace.geometry.plan, "
+            "weightspace.region.plan, weightspace.centroid.plan, weightspace.slurm_runtime; "
             "print(sorted({'torch', 'transformers', 'peft'} & set(sys.modules)))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "[]"

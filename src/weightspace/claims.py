@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 
 from .intervals import clustered_mean, format_interval, normal_interval, percentile_interval, verdict
-from .io import read_parquet, write_parquet, write_text
-from .metrics import gather
-from .region_report import loss_accuracy_disagreements
+from .io import gather, read_parquet, write_parquet, write_text
+from .paper import CENTROID_START, CLUSTERING_ACCURACY
+from .region.report import loss_accuracy_disagreements
 
 COLUMNS = ["section", "claim", "scope", "statistic", "value", "lo", "hi", "digits", "units", "paper", "rule",
            "verdict"]
@@ -89,8 +89,8 @@ def instrument_rows(losses: pd.DataFrame, effects: pd.DataFrame) -> list[dict]:
 # -- §4: clustering ------------------------------------------------------------------------------
 
 CLUSTERING = {
-    "dataset": ("§4, Fig. 2a", "models finetuned on the same dataset cluster together", "98"),
-    "family": ("§4, Fig. 2b", "models finetuned on datasets of the same task family cluster together", "90"),
+    "dataset": ("§4, Fig. 2a", "models finetuned on the same dataset cluster together"),
+    "family": ("§4, Fig. 2b", "models finetuned on datasets of the same task family cluster together"),
 }
 
 
@@ -98,7 +98,8 @@ def clustering_rows(summary: pd.DataFrame, states: pd.DataFrame) -> list[dict]:
     rows = []
     cosine = summary[(summary.metric == "cosine") & summary.granularity.isin(list(CLUSTERING))]
     for r in cosine.itertuples():
-        section, claim, paper = CLUSTERING[r.granularity]
+        section, claim = CLUSTERING[r.granularity]
+        paper = f"{CLUSTERING_ACCURACY[r.granularity]:g}"
         row = _row(section, claim, f"{r.experiment}, by {r.granularity} (k = {r.k})", "cosine clustering accuracy %",
                    100 * r.accuracy_mean, 100 * r.accuracy_lo, 100 * r.accuracy_hi, 1,
                    f"{r.models} models, {r.states} random states", f"{paper}%",
@@ -242,7 +243,8 @@ def centroid_rows(runs: pd.DataFrame) -> list[dict]:
                          "models beats the pretrained start", "full training set" if full else f"{shots} examples",
                          "accuracy gain, points (mean over targets)", value, lo, hi, 2,
                          f"{len(by_target)} targets x {df.seed.nunique()} seed(s), bootstrap over both",
-                         "+4.03" if full else "+10.66 (1K examples)", "holds if the interval is above 0", 0.0,
+                         f"{CENTROID_START['full']['mean_gain']:+.2f}" if full
+                         else f"{CENTROID_START['few']['mean_gain']:+.2f} (1K examples)", "holds if the interval is above 0", 0.0,
                          "above"))
     return rows
 

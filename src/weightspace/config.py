@@ -227,17 +227,35 @@ def model_positions(model_config: dict) -> int | None:
 
 def _check_plans(config: dict) -> None:
     """Build the plans the rule files build at parse time, so their errors surface here."""
-    from . import centroid_plan, geometry
-    from .region_plan import region_plan
+    from .centroid import plan as centroid_plan
+    from .geometry.plan import check_experiments
+    from .region.plan import region_plan
 
     if config.get("geometry") is not None:
-        geometry.check_experiments(config)
+        check_experiments(config)
     region_plan(config)
     if config.get("centroid") is not None:
         centroid_plan.grid(config)
         group = centroid_plan.group_datasets(config)
         for target in centroid_plan.targets(config):
             centroid_plan.leave_one_out(group, target)
+
+
+EXPERIMENTS = ("geometry", "region", "centroid")
+
+
+def experiment_settings(config: dict, schema_path) -> dict[str, dict]:
+    """Each experiment section of a validated config; one the config leaves out (it is off) reads as
+    the schema's defaults, so that the rules can be defined whatever the config runs."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    settings = {}
+    for name in EXPERIMENTS:
+        if config.get(name) is not None:
+            settings[name] = config[name]
+        else:
+            settings[name] = {}
+            _fill_defaults(settings[name], schema["properties"][name])
+    return settings
 
 
 def families_of(config: dict, dataset: str) -> list[str]:

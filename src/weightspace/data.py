@@ -327,10 +327,18 @@ def carve(train: pd.DataFrame, fraction: float, rng) -> tuple[pd.DataFrame, pd.D
 
 
 def subsample(df: pd.DataFrame, cap: int | None, rng) -> pd.DataFrame:
+    """At most `cap` rows drawn by `rng`, in their original order."""
     if cap is None or len(df) <= cap:
         return df.reset_index(drop=True)
     keep = np.sort(rng.choice(len(df), size=cap, replace=False))
     return df.iloc[keep].reset_index(drop=True)
+
+
+def nested_subsample(df: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
+    """The first n examples of one fixed shuffle: the same subset for every run seed, and each
+    size a subset of every larger one, so that runs differ in the amount of data only."""
+    order = np.random.default_rng(seed).permutation(len(df))
+    return df.iloc[np.sort(order[:n])].reset_index(drop=True)
 
 
 def read_split(data_dir, split: str) -> pd.DataFrame:

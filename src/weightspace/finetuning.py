@@ -273,7 +273,7 @@ def finetune(data_dir, base_dir, out_dir, metrics_path, dataset: str, seed: int,
     """
     from pathlib import Path
 
-    from .data import read_split
+    from .data import nested_subsample, read_split
     from .io import read_json, write_parquet
     from .models import load_classifier, load_tokenizer, save_model_dir
     from .seeding import run_seed, seed_everything
@@ -306,23 +306,16 @@ def finetune(data_dir, base_dir, out_dir, metrics_path, dataset: str, seed: int,
         "examples_per_second": result.examples_per_second,
         "tokens_per_second": result.tokens_per_second,
         "wall_seconds": result.wall_seconds,
-        "device": _device_name(device),
+        "device": device_name(device),
         **result.curve(),
     }
     write_parquet(pd.DataFrame([row]), metrics_path)
     return row
 
 
-def nested_subsample(df: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
-    """The first n examples of one fixed shuffle: the same subset for every run seed, and each
-    size a subset of every larger one, so that runs differ in the amount of data only."""
-    import numpy as np
 
-    order = np.random.default_rng(seed).permutation(len(df))
-    return df.iloc[np.sort(order[:n])].reset_index(drop=True)
-
-
-def _device_name(device: torch.device) -> str:
+def device_name(device: torch.device) -> str:
+    """The device as the metrics record it: the GPU's model, or the CPU with its threads."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu ({torch.get_num_threads()} threads)"

@@ -6,7 +6,7 @@ import glob
 import json
 import os
 import shutil
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Iterator, Mapping
 
@@ -123,6 +123,11 @@ def read_parquet(path) -> pd.DataFrame:
         raise WeightspaceError(f"{path}: not a readable parquet file ({str(err).splitlines()[0]})") from None
 
 
+def gather(paths) -> pd.DataFrame:
+    """The rows of every parquet file in `paths`, one table (the per-job metrics behind a table)."""
+    return pd.concat([read_parquet(p) for p in paths], ignore_index=True)
+
+
 def save_tensors(tensors: Mapping[str, torch.Tensor], path, metadata: Mapping[str, str] | None = None) -> None:
     """Write tensors as safetensors (contiguous, atomically); the same tensors and metadata give the same bytes."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
@@ -153,15 +158,24 @@ def _sort_metadata(path: Path) -> None:
 
 
 def tensor_names(path) -> list[str]:
-    with _open(path) as f:
-        return list(f.keys())
+    with open_weights([path]) as files:
+        return list(next(iter(files.values())).keys())
 
 
 def load_tensors(path, names=None) -> dict[str, torch.Tensor]:
     """Read all tensors, or only `names`, from a safetensors file (never unpickles)."""
-    with _open(path) as f:
+    with open_weights([path]) as files:
+        f = next(iter(files.values()))
         return {k: f.get_tensor(k) for k in (names if names is not None else f.keys())}
 
 
-def _open(path):
-    return safe_open(str(safetensors_file(path)), framework="pt")
+@contextmanager
+def open_weights(paths) -> Iterator[dict[Path, object]]:
+    """Open each distinct safetensors file (or model folder) once, memory-mapped; all closed, and
+    unmapped, on exit."""
+    with ExitStack() as stack:
+        files = {}
+        for path in map(Path, paths):
+            if path not in files:
+                files[path] = stack.enter_context(safe_open(str(safetensors_file(path)), framework="pt"))
+        yield files

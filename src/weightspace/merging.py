@@ -7,22 +7,35 @@ different coefficients. It streams tensor by tensor, so memory holds one tensor 
 from __future__ import annotations
 
 import shutil
-from contextlib import ExitStack
 from decimal import Decimal
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
-from safetensors import safe_open
 
-from .checkpoints import FLOATING, WEIGHTS, check_checkpoint, encoder_key_map, weights_file
+from .checkpoints import WEIGHTS, check_checkpoint, encoder_key_map, weights_file
 from .errors import WeightspaceError
-from .io import save_tensors
-from .region_plan import format_alpha
+from .io import open_weights, save_tensors
+from .paths import format_alpha
 
-_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-           "BOOL": torch.bool}
+
+def aligned_tensors(checkpoints: Sequence, pretrained_dir) -> Iterator[tuple[str, torch.Tensor, list[torch.Tensor]]]:
+    """Per tensor of the pretrained encoder, in its order: (name, pretrained tensor, each
+    checkpoint's tensor under that name), read lazily from the memory-mapped files.
+
+    A tensor a checkpoint lacks (an unused pooler) did not move: the pretrained one stands in. Each
+    file is opened once and closed when the loop ends (or is abandoned).
+    """
+    pretrained = Path(pretrained_dir) / WEIGHTS
+    files = [weights_file(c) for c in checkpoints]
+    with open_weights([pretrained, *files]) as handles:
+        base = handles[pretrained]
+        names = list(base.keys())
+        members = [handles[f] for f in files]
+        maps = [encoder_key_map(h.keys(), names) for h in members]
+        for name in names:
+            w0 = base.get_tensor(name)
+            yield name, w0, [w0 if m[name] is None else h.get_tensor(m[name]) for h, m in zip(members, maps)]
 
 
 def combined_tensors(checkpoints: Sequence, coefficients: Sequence[float], pretrained_dir) -> dict[str, torch.Tensor]:
@@ -41,24 +54,17 @@ def combined_tensors(checkpoints: Sequence, coefficients: Sequence[float], pretr
     # A zero coefficient drops its model: alpha = 1 or 0 on a line then copies an endpoint bit for bit
     # (0 * w would turn a stored -0.0 into +0.0), and its tensors are not read at all.
     used = [(c, k) for c, k in zip(checkpoints, coefficients) if k != 0] or [(checkpoints[0], 0.0)]
-    files = [weights_file(c) for c, _ in used]
-    with ExitStack() as stack:
-        base = stack.enter_context(safe_open(str(pretrained_dir / WEIGHTS), framework="pt"))
-        names = list(base.keys())
-        handles = [stack.enter_context(safe_open(str(f), framework="pt")) for f in files]
-        maps = [encoder_key_map(h.keys(), names) for h in handles]
-        merged = {}
-        for name in names:
-            if base.get_slice(name).get_dtype() not in FLOATING:
-                # integer buffers (position_ids) are not weights: a weighted sum would truncate them
-                merged[name] = base.get_tensor(name)
-                continue
-            acc = None
-            for handle, key_map, (_, coef) in zip(handles, maps, used):
-                key = key_map[name]
-                term = coef * (handle.get_tensor(key) if key else base.get_tensor(name)).to(torch.float32)
-                acc = term if acc is None else acc + term
-            merged[name] = acc.to(_DTYPES[base.get_slice(name).get_dtype()])
+    merged = {}
+    for name, w0, tensors in aligned_tensors([c for c, _ in used], pretrained_dir):
+        if not w0.is_floating_point():
+            # integer buffers (position_ids) are not weights: a weighted sum would truncate them
+            merged[name] = w0
+            continue
+        acc = None
+        for tensor, (_, coef) in zip(tensors, used):
+            term = coef * tensor.to(torch.float32)
+            acc = term if acc is None else acc + term
+        merged[name] = acc.to(w0.dtype)
     return merged
 
 
@@ -74,7 +80,7 @@ def line_coefficients(alpha) -> tuple[float, float]:
 
     In binary floating point 1 - (1 - a) != a (0.1 -> 0.09999999999999998); from the alpha's
     decimal text both coefficients are exact decimals, so line_coefficients(1 - a) is the reverse
-    of line_coefficients(a) for every alpha with at most region_plan.ALPHA_DECIMALS decimals.
+    of line_coefficients(a) for every alpha with at most paths.ALPHA_DECIMALS decimals.
     """
     a = Decimal(format_alpha(alpha))
     return float(a), float(1 - a)

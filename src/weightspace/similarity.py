@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .taskvectors import Entry, TaskVector, common_layout, dropped_head_tensors, open_weights
+from .io import open_weights
+from .taskvectors import Entry, TaskVector, common_layout, dropped_head_tensors
 
 log = logging.getLogger(__name__)
 

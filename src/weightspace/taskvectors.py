@@ -2,7 +2,7 @@
 started from, read lazily from safetensors.
 
 A task vector is never held whole: callers read it tensor by tensor, or row slice by row slice,
-from files opened with `open_weights`. Only floating tensors count (integer buffers such as
+from files opened with `io.open_weights`. Only floating tensors count (integer buffers such as
 `position_ids` are not weights). Encoder tensors the finetuned checkpoint lacks (a pooler that
 sequence classification does not use) did not move: they keep their pretrained values, zeros
 against the model's own base.
@@ -18,16 +18,15 @@ the reference.
 from __future__ import annotations
 
 import math
-from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
 import torch
-from safetensors import safe_open
 
-from .checkpoints import FLOATING, encoder_key_map, safetensors_file, tensor_header, weights_file
+from .checkpoints import FLOATING, encoder_key_map, tensor_header, weights_file
 from .errors import WeightspaceError
+from .io import open_weights
 
 
 @dataclass(frozen=True)
@@ -197,18 +196,6 @@ def _has(vector: TaskVector, entry: Entry) -> bool:
         return vector.entry(entry.name).shape == entry.shape
     except KeyError:
         return False
-
-
-@contextmanager
-def open_weights(paths) -> Iterator[dict[Path, object]]:
-    """Open each distinct safetensors file once (memory-mapped); closed, and unmapped, on exit."""
-    with ExitStack() as stack:
-        files = {}
-        for path in paths:
-            path = Path(path)
-            if path not in files:
-                files[path] = stack.enter_context(safe_open(str(safetensors_file(path)), framework="pt"))
-        yield files
 
 
 def _rows(handle, key: str, start, stop) -> torch.Tensor:

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, tiny_config
+from helpers import ROOT, tiny_config
 
 pytestmark = pytest.mark.skipif(
     not os.environ.get("WEIGHTSPACE_SLURM_TESTS"), reason="needs the local SLURM cluster: make test-slurm"

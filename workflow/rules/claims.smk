@@ -4,12 +4,17 @@
 
 rule claims:
     conda:
-        "../../envs/weightspace.yaml"
+        ENVIRONMENT
     input:
         unpack(claims_inputs),
     output:
-        table="results/tables/claims.parquet",
-        markdown="results/tables/claims.md",
+        table=paths.table("claims"),
+        markdown=report(
+            paths.table("claims", "md"),
+            caption="../report/claims.rst",
+            category="Claims",
+            labels={"item": "the paper's claims"},
+        ),
     log:
         "logs/tables/claims.log",
     localrule: True

@@ -1,23 +1,23 @@
+# The config, checked once, and what the rule files share (paths from weightspace.paths, the one
+# place a file name is spelled; input functions from wildcards to files; the targets of a run).
 import functools
 import os
 import re
 import sys
 from pathlib import Path
 
-from weightspace.config import families_of, load_yaml, validated_config
+from weightspace import paths
+from weightspace.config import experiment_settings, families_of, load_yaml, validated_config
 from weightspace.errors import WeightspaceError
 
 ROOT = Path(workflow.basedir)
+SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
 
 try:
     for configfile in workflow.configfiles:
         load_yaml(configfile)  # Snakemake's reader lets a key given twice win unseen
     config.update(
-        validated_config(
-            config,
-            ROOT / "workflow/schemas/config.schema.yaml",
-            source=", ".join(map(str, workflow.configfiles)) or "config",
-        )
+        validated_config(config, SCHEMA, source=", ".join(map(str, workflow.configfiles)) or "config")
     )
 except WeightspaceError as err:
     sys.exit(f"error: {err}")
@@ -31,44 +31,47 @@ if not any(
 DATASETS = sorted(config["datasets"])
 SEEDS = config["finetune"]["seeds"]
 BASE = config["base_model"]
+# geometry, region and centroid: the config's section, or the schema's defaults where it is off
+SETTINGS = experiment_settings(config, SCHEMA)
+ENVIRONMENT = "../../envs/weightspace.yaml"
+
+
+def one_of(names):
+    """A wildcard constraint that matches exactly the given names (nothing when there are none)."""
+    return "|".join(map(re.escape, names)) or "(?!)"
+
+
+def geometry_experiments():
+    from weightspace.geometry.plan import experiment_names
+
+    return experiment_names(config)
 
 
 wildcard_constraints:
-    dataset="|".join(map(re.escape, DATASETS)),
-    base="|".join(map(re.escape, config["models"])),
+    dataset=one_of(DATASETS),
+    base=one_of(config["models"]),
     seed=r"\d+",
+    experiment=one_of(geometry_experiments()),
 
 
-def data_files(dataset):
-    """The prepared splits and metadata of one dataset."""
-    folder = f"results/data/{dataset}"
-    return {s: f"{folder}/{s}.parquet" for s in ("train", "validation", "test")} | {
-        "meta": f"{folder}/meta.json"
-    }
+def pretrained_weights(base=BASE):
+    return f"{paths.pretrained_dir(base)}/model.safetensors"
 
 
-def pretrained_dir(base=BASE):
-    return f"results/models/pretrained/{base}"
+def finetuned_weights(path):
+    """The weights of the finetuned model at `path` (paths.finetuned_path)."""
+    return paths.weights_path(f"finetuned/{path}")
 
 
-def finetuned_weights(dataset, seed):
-    return f"results/models/finetuned/{dataset}/seed{seed}/model.safetensors"
-
-
-def finetune_metrics(dataset, seed):
-    return f"results/metrics/finetune/{dataset}/seed{seed}.parquet"
-
-
-def finetune_grid():
-    """Every (dataset, seed) of the config's finetuning grid."""
-    return [(d, s) for d in DATASETS for s in SEEDS]
+def finetuned_config(path):
+    return f"{paths.model_dir(f'finetuned/{path}')}/config.json"
 
 
 def gpu_runtime(passes):
     """The `runtime` resource (minutes) of a GPU rule, for cluster executors: grows with the
     examples in the meta.json files among the job's inputs (trained `passes` times) and with
-    each retry; see the config's `cluster` section and weightspace.cluster."""
-    from weightspace.cluster import runtime_minutes
+    each retry; see the config's `cluster` section and weightspace.slurm_runtime."""
+    from weightspace.slurm_runtime import runtime_minutes
 
     def runtime(wildcards, input, attempt):
         metas = [f for f in input if f.endswith("meta.json")]
@@ -77,60 +80,116 @@ def gpu_runtime(passes):
     return runtime
 
 
+# -- data and finetuning ---------------------------------------------------------------------------
+
+
+def dataset_files(wildcards):
+    return paths.data_files(wildcards.dataset)
+
+
+def dataset_spec(wildcards):
+    return config["datasets"][wildcards.dataset]
+
+
+def dataset_families(wildcards):
+    return families_of(config, wildcards.dataset)
+
+
+def model_spec(wildcards):
+    return config["models"][wildcards.base]
+
+
+def finetune_metrics_files():
+    """The metrics of every (dataset, seed) of the config's finetuning grid."""
+    return [paths.finetune_metrics(paths.finetuned_path(d, s)) for d in DATASETS for s in SEEDS]
+
+
+# -- geometry --------------------------------------------------------------------------------------
+
+
 @functools.cache
 def geometry_models(experiment):
     """The models of a `geometry` experiment: records, finetuned and pretrained weights, and the
     weights each is measured from (None: zero)."""
-    from weightspace.geometry import experiment_members, reference_bases
+    from weightspace.geometry.plan import experiment_members, reference_bases
 
     members = experiment_members(config, experiment)
     return {
         "records": [m.record() for m in members],
-        "weights": [f"results/models/finetuned/{m.path}/model.safetensors" for m in members],
-        "pretrained": [f"{pretrained_dir(m.base)}/model.safetensors" for m in members],
-        "reference": [None if b is None else f"{pretrained_dir(b)}/model.safetensors"
-                      for b in reference_bases(config, experiment)],
+        "weights": [finetuned_weights(m.path) for m in members],
+        "pretrained": [pretrained_weights(m.base) for m in members],
+        "reference": [None if b is None else pretrained_weights(b) for b in reference_bases(config, experiment)],
     }
 
 
-def centroid_members(target):
+def experiment_models(wildcards):
+    return geometry_models(wildcards.experiment)
+
+
+def experiment_weights(wildcards):
+    return geometry_models(wildcards.experiment)["weights"]
+
+
+def experiment_bases(wildcards):
+    return sorted(set(geometry_models(wildcards.experiment)["pretrained"]))
+
+
+def experiment_records(wildcards):
+    return geometry_models(wildcards.experiment)["records"]
+
+
+def experiment_grouping(wildcards):
+    """The experiment's groupings (`group_by`) and what its vectors are measured from."""
+    from weightspace.geometry.plan import experiment_reference, group_by
+
+    return {"group_by": group_by(config, wildcards.experiment),
+            "reference": experiment_reference(config, wildcards.experiment)}
+
+
+# -- centroid --------------------------------------------------------------------------------------
+
+
+def centroid_plan():
+    from weightspace.centroid import plan
+
+    return plan
+
+
+def centre_members(wildcards):
     """Weights of the models finetuned on the centroid group's other datasets, by dataset."""
-    from weightspace.centroid_plan import group_datasets, leave_one_out
+    plan = centroid_plan()
+    others = plan.leave_one_out(plan.group_datasets(config), wildcards.target)
+    return {d: [finetuned_weights(paths.finetuned_path(d, s)) for s in SEEDS] for d in others}
 
-    others = leave_one_out(group_datasets(config), target)
-    return {d: [finetuned_weights(d, s) for s in SEEDS] for d in others}
+
+def centre_member_weights(wildcards):
+    return [w for weights in centre_members(wildcards).values() for w in weights]
 
 
-def efficient_start(start, target):
+def efficient_start(wildcards):
     """The weights a BitFit / LoRA run starts from: the pretrained model or a centre."""
-    if start == "pretrained":
-        return f"{pretrained_dir()}/model.safetensors"
-    if start == "centroid":
-        return f"results/models/centroid/{target}/model.safetensors"
-    return f"results/models/centre/{start}/{target}/model.safetensors"
+    if wildcards.start == "pretrained":
+        return pretrained_weights()
+    return f"{paths.centre_dir(wildcards.start, wildcards.target)}/model.safetensors"
+
+
+def target_files(wildcards):
+    return paths.data_files(wildcards.target)
 
 
 def efficient_metrics(target, start, shots, seed):
-    return f"results/metrics/{config['centroid']['method']}/{target}/{start}/{shots}/seed{seed}.parquet"
+    return paths.efficient_metrics(SETTINGS["centroid"]["method"], target, start, shots, seed)
+
+
+# -- region ----------------------------------------------------------------------------------------
 
 
 @functools.cache
 def region():
     """The plan of the config's `region` section: every model, its recipe and targets."""
-    from weightspace.region_plan import region_plan
+    from weightspace.region.plan import region_plan
 
     return region_plan(config)
-
-
-def region_weights(model):
-    """Weights of a model of the region plan that is on disk (finetuned/..., region/.../centroid/...)."""
-    from weightspace.region_plan import weights_path
-
-    return weights_path(model)
-
-
-def probe_result(model):
-    return f"results/metrics/probe/{model}.parquet"
 
 
 def region_recipe(model):
@@ -139,16 +198,25 @@ def region_recipe(model):
     return region().models[model]
 
 
+def region_centroid_members(wildcards):
+    """The model ids of the models a region centroid averages."""
+    return list(region_recipe(paths.centroid_id(wildcards.granularity, wildcards.set)).sources)
+
+
+def region_centroid_weights(wildcards):
+    return [paths.weights_path(m) for m in region_centroid_members(wildcards)]
+
+
 def probed_model(wildcards):
     if hasattr(wildcards, "model"):
         return wildcards.model
-    return f"merged/{wildcards.granularity}/{wildcards.pair}/alpha{wildcards.alpha}"
+    return paths.merged_id(wildcards.granularity, wildcards.pair, wildcards.alpha)
 
 
 def probe_recipe(wildcards):
     """The recipe of the model a probe job scores, its model ids as files (a line point outside the
     configured alphas gets the line's recipe)."""
-    from weightspace.region_plan import line_recipe, recipe_files
+    from weightspace.region.plan import line_recipe, recipe_files
 
     model = probed_model(wildcards)
     if model in region().models:
@@ -180,41 +248,87 @@ def probe_targets(wildcards):
 
 
 def probe_data(wildcards):
-    splits = ("test", "meta", config["region"]["probe"]["fit_split"])
-    return [f for t in probe_targets(wildcards) for k, f in data_files(t).items() if k in splits]
+    splits = ("test", "meta", SETTINGS["region"]["probe"]["fit_split"])
+    return [f for t in probe_targets(wildcards) for k, f in paths.data_files(t).items() if k in splits]
+
+
+def probe_data_dirs(wildcards):
+    return {t: paths.data_dir(t) for t in probe_targets(wildcards)}
+
+
+def probe_settings():
+    probe = SETTINGS["region"]["probe"]
+    return {**probe, "max_length": probe["max_length"] or config["finetune"]["max_length"]}
+
+
+def region_probes(part):
+    """The probe results one part of the region tables reads (weightspace.region.plan.TABLE_ROLES)."""
+    from weightspace.region.plan import TABLE_ROLES
+
+    return section_inputs("region", [paths.probe_result(m) for m in region().probe_ids(TABLE_ROLES[part])])
+
+
+def region_stats():
+    from weightspace.region.plan import in_stats_paths
+
+    return list(in_stats_paths(region()).values())
+
+
+# -- targets ---------------------------------------------------------------------------------------
 
 
 def claims_inputs(wildcards):
     """The tables the claims are checked against: those of the sections the config runs."""
     inputs = {}
-    if config.get("region") is not None:
-        inputs |= {name: f"results/tables/{name}.parquet" for name in ("region_losses", "region_effects", "pb")}
-    if config.get("geometry") is not None and config["geometry"]["experiments"]:
-        inputs["clustering"] = "results/tables/clustering.parquet"
-        inputs["clustering_states"] = [
-            f"results/metrics/clustering/{e}.states.parquet" for e in sorted(config["geometry"]["experiments"])
-        ]
-    if config.get("centroid") is not None:
-        inputs["centroid_runs"] = "results/tables/centroid_runs.parquet"
+    if runs("region"):
+        inputs |= {name: paths.table(name) for name in ("region_losses", "region_effects", "pb")}
+    if runs("geometry"):
+        inputs["clustering"] = paths.table("clustering")
+        inputs["clustering_states"] = [paths.clustering_files(e)["states"] for e in geometry_experiments()]
+    if runs("centroid"):
+        inputs["centroid_runs"] = paths.table("centroid_runs")
     return inputs
 
 
-def all_targets():
-    targets = ["results/tables/finetune.md"]
-    if config.get("centroid") is not None:
-        targets += ["results/tables/centroid.md", "results/plots/centroid_gain.png"]
-    if config.get("region") is not None:
-        targets += ["results/tables/pb.md"] + [
-            f"results/plots/{p}.png" for p in ("interpolation", "extrapolation", "loss_distributions", "leave_centroid")
-        ]
-    if config.get("geometry") is not None and config["geometry"]["experiments"]:
-        experiments = sorted(config["geometry"]["experiments"])
-        targets += ["results/tables/clustering.md"] + [
-            f"results/plots/{kind}_{e}.png" for e in experiments for kind in ("tsne", "similarity")
-        ]
-    if any(config.get(section) is not None for section in ("region", "geometry", "centroid")):
-        targets.append("results/tables/claims.md")
-    return targets
+def runs(section):
+    """Whether the config runs experiment `section` (geometry: with at least one experiment)."""
+    if section == "geometry":
+        return bool(geometry_experiments())
+    return config.get(section) is not None
+
+
+def section_inputs(section, files):
+    """The inputs of a table of experiment `section`: `files`, or a one-line error when the config does
+    not run it (a target of that experiment asked for by name)."""
+
+    def inputs(wildcards):
+        if not runs(section):
+            raise WeightspaceError(f"the config does not run '{section}': add a '{section}:' section to "
+                                   "build this (config/README.md)")
+        return files
+
+    return inputs
+
+
+# The Snakefile's target rules, by the experiment each needs (None: every config runs it).
+PAPER_ITEMS = {
+    "finetune_scores": None,
+    "fig2_tsne": "geometry",
+    "similarity_heatmaps": "geometry",
+    "table1_f1": "geometry",
+    "fig3_interpolation": "region",
+    "fig4_pb": "region",
+    "fig5_extrapolation": "region",
+    "appF_leave_centroid": "region",
+    "table2_3_centroid": "centroid",
+}
+
+
+def paper_targets():
+    """The paper items (the target rules of the Snakefile) that this config runs, and the claims
+    where it runs an experiment."""
+    targets = [item for item, section in PAPER_ITEMS.items() if section is None or runs(section)]
+    return targets + (["paper_claims"] if len(targets) > 1 else [])
 
 
 # After a crash (README "After a crash"): a lock that no running Snakemake holds, and what the

@@ -1,12 +1,16 @@
+# Each dataset of the config, prepared once: results/data/{dataset}/{train,validation,test}.parquet
+# and meta.json (labels, sizes, the majority-class baseline).
+
+
 rule prepare_data:
     conda:
-        "../../envs/weightspace.yaml"
+        ENVIRONMENT
     output:
-        **data_files("{dataset}"),
+        **paths.data_files("{dataset}"),
     params:
-        spec=lambda w: config["datasets"][w.dataset],
+        spec=dataset_spec,
         data=config["data"],
-        families=lambda w: families_of(config, w.dataset),
+        families=dataset_families,
     log:
         "logs/prepare_data/{dataset}.log",
     localrule: True

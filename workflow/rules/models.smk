@@ -1,11 +1,14 @@
+# Each base model of the config as a local folder of safetensors (from a hub id or a local folder).
+
+
 rule pretrained:
     conda:
-        "../../envs/weightspace.yaml"
+        ENVIRONMENT
     output:
-        weights="results/models/pretrained/{base}/model.safetensors",
-        config="results/models/pretrained/{base}/config.json",
+        weights=pretrained_weights("{base}"),
+        config=f"{paths.pretrained_dir('{base}')}/config.json",
     params:
-        spec=lambda w: config["models"][w.base],
+        spec=model_spec,
         trust_remote_code=config["trust_remote_code"],
     log:
         "logs/pretrained/{base}.log",

@@ -1,116 +1,200 @@
-# §3, §5, §6, App. E-G: the region between similarly finetuned models. On when the config has a
-# `region:` section. Every model the experiments evaluate has an id (weightspace.region_plan): its
-# linear-probe losses are results/metrics/probe/{id}.parquet (one row per target). Finetuned models
-# and centroids are on disk (a region centroid is temp()); the probe job builds every other model
-# in memory from its recipe.
-if config.get("region") is not None:
-    from weightspace.region_plan import centroid_id
-    from weightspace.region_plan import in_stats_paths
+# §3, §5, §6, App. E-G: the region between similarly finetuned models (weightspace.region). Every
+# model the experiments evaluate has an id (weightspace.paths): its linear-probe losses are
+# results/metrics/probe/{id}.parquet, one row per target. Finetuned models and centroids are on
+# disk (a region centroid is temp()); the probe job builds every other model in memory from its
+# recipe.
+REGION = SETTINGS["region"]
+GRANULARITY = one_of(region().granularities)
 
-    REGION = region()
-    REGION_CFG = config["region"]
-    PROBE_CFG = {
-        **REGION_CFG["probe"],
-        "max_length": REGION_CFG["probe"]["max_length"] or config["finetune"]["max_length"],
-    }
-    GRANULARITY = "|".join(map(re.escape, REGION.granularities)) or "(?!)"
-    NUMBER = r"-?\d+(?:\.\d+)?"
 
-    rule region_centroid:
-        conda:
-            "../../envs/weightspace.yaml"
-        input:
-            members=lambda w: [region_weights(m) for m in region_recipe(centroid_id(w.granularity, w.set)).sources],
-            base=f"{pretrained_dir()}/model.safetensors",
-        output:
-            weights=temp("results/models/region/{granularity}/centroid/{set}/model.safetensors"),
-            config=temp("results/models/region/{granularity}/centroid/{set}/config.json"),
-            stats="results/metrics/region/{granularity}/centroid/{set}.json",
-        params:
-            members=lambda w: list(region_recipe(centroid_id(w.granularity, w.set)).sources),
-        wildcard_constraints:
-            granularity=GRANULARITY,
-            set="|".join(map(re.escape, ["in", *DATASETS])),
-        log:
-            "logs/region/{granularity}/centroid/{set}.log",
-        script:
-            "../scripts/region_centroid.py"
+rule region_centroid:
+    conda:
+        ENVIRONMENT
+    input:
+        members=region_centroid_weights,
+        base=pretrained_weights(),
+    output:
+        weights=temp(paths.weights_path(paths.centroid_id("{granularity}", "{set}"))),
+        config=temp(f"{paths.model_dir(paths.centroid_id('{granularity}', '{set}'))}/config.json"),
+        stats=paths.stats_path(paths.centroid_id("{granularity}", "{set}")),
+    params:
+        members=region_centroid_members,
+    wildcard_constraints:
+        granularity=GRANULARITY,
+        set=one_of(["in", *DATASETS]),
+    log:
+        "logs/region/{granularity}/centroid/{set}.log",
+    script:
+        "../scripts/region_centroid.py"
 
-    # A finetuned model or a centroid is read from disk; every other model (line points, hull samples,
-    # exterior perturbations, steps from the centroid) is built in memory from its recipe's sources.
-    rule probe:
-        conda:
-            "../../envs/weightspace.yaml"
-        input:
-            sources=probe_sources,
-            base=f"{pretrained_dir()}/model.safetensors",
-            data=probe_data,
-        output:
-            probe_result("{model}"),
-        params:
-            model=probed_model,
-            recipe=probe_recipe,
-            data_dirs=lambda w: {t: str(Path(data_files(t)["meta"]).parent) for t in probe_targets(w)},
-            cfg=PROBE_CFG,
-            device=config["device"],
-            trust_remote_code=config["trust_remote_code"],
-        wildcard_constraints:
-            model=r"(?!merged/).+",
-        threads: REGION_CFG["threads"]
-        resources:
-            runtime=gpu_runtime(1 / 3),
-        log:
-            "logs/probe/{model}.log",
-        script:
-            "../scripts/probe.py"
 
-    use rule probe as probe_line with:
-        output:
-            probe_result("merged/{granularity}/{pair}/alpha{alpha}"),
-        wildcard_constraints:
-            granularity=GRANULARITY,
-            pair=r"[^/]+",
-            alpha=NUMBER,
-        # One cluster job per up to `group-components` points of a line (the profile's setting).
-        group:
-            "line_{granularity}_{pair}"
-        log:
-            "logs/probe/merged/{granularity}/{pair}/alpha{alpha}.log",
+# A finetuned model or a centroid is read from disk; every other model (line points, hull samples,
+# exterior perturbations, steps from the centroid) is built in memory from its recipe's sources.
+rule probe:
+    conda:
+        ENVIRONMENT
+    input:
+        sources=probe_sources,
+        base=pretrained_weights(),
+        data=probe_data,
+    output:
+        paths.probe_result("{model}"),
+    params:
+        model=probed_model,
+        recipe=probe_recipe,
+        data_dirs=probe_data_dirs,
+        cfg=probe_settings(),
+        device=config["device"],
+        trust_remote_code=config["trust_remote_code"],
+    wildcard_constraints:
+        model=r"(?!merged/).+",
+    threads: REGION["threads"]
+    resources:
+        runtime=gpu_runtime(1 / 3),
+    log:
+        "logs/probe/{model}.log",
+    script:
+        "../scripts/probe.py"
 
-    rule region_tables:
-        conda:
-            "../../envs/weightspace.yaml"
-        input:
-            probes=[probe_result(m) for m in REGION.probe_ids()],
-            stats=list(in_stats_paths(REGION).values()),
-        output:
-            losses="results/tables/region_losses.parquet",
-            models="results/tables/region_models.parquet",
-            pb="results/tables/pb.parquet",
-            pb_md="results/tables/pb.md",
-            lines="results/tables/lines.parquet",
-            leave="results/tables/leave_centroid.parquet",
-            effects="results/tables/region_effects.parquet",
-        log:
-            "logs/tables/region.log",
-        localrule: True
-        script:
-            "../scripts/region_tables.py"
 
-    rule region_plots:
-        conda:
-            "../../envs/weightspace.yaml"
-        input:
-            models="results/tables/region_models.parquet",
-            lines="results/tables/lines.parquet",
-            leave="results/tables/leave_centroid.parquet",
-        output:
-            interpolation="results/plots/interpolation.png",
-            extrapolation="results/plots/extrapolation.png",
-            distributions="results/plots/loss_distributions.png",
-            leave="results/plots/leave_centroid.png",
-        log:
-            "logs/plots/region.log",
-        localrule: True
-        script:
-            "../scripts/region_plots.py"
+use rule probe as probe_line with:
+    output:
+        paths.probe_result(paths.merged_id("{granularity}", "{pair}", "{alpha}")),
+    wildcard_constraints:
+        granularity=GRANULARITY,
+        pair=r"[^/]+",
+        alpha=r"-?\d+(?:\.\d+)?",
+    # One cluster job per up to `group-components` points of a line (the profile's setting).
+    group:
+        "line_{granularity}_{pair}"
+    log:
+        "logs/probe/merged/{granularity}/{pair}/alpha{alpha}.log",
+
+
+# Every probe, as the claims read them; each figure's table below reads only the probes of its models.
+rule region_tables:
+    conda:
+        ENVIRONMENT
+    input:
+        probes=region_probes("all"),
+        stats=region_stats(),
+    output:
+        losses=paths.table("region_losses"),
+        models=paths.table("region_models"),
+        effects=paths.table("region_effects"),
+    params:
+        part="all",
+    log:
+        "logs/tables/region.log",
+    localrule: True
+    script:
+        "../scripts/region_tables.py"
+
+
+use rule region_tables as region_pb with:
+    input:
+        probes=region_probes("pb"),
+        stats=region_stats(),
+    output:
+        pb=paths.table("pb"),
+        pb_md=report(
+            paths.table("pb", "md"),
+            caption="../report/pb.rst",
+            category="Region",
+            labels={"item": "PB (§5.2)"},
+        ),
+        pb_models=paths.table("pb_models"),
+    params:
+        part="pb",
+    log:
+        "logs/tables/pb.log",
+
+
+use rule region_tables as region_lines with:
+    input:
+        probes=region_probes("lines"),
+    output:
+        lines=paths.table("lines"),
+    params:
+        part="lines",
+    log:
+        "logs/tables/lines.log",
+
+
+use rule region_tables as region_leave with:
+    input:
+        probes=region_probes("leave"),
+        stats=region_stats(),
+    output:
+        leave=paths.table("leave_centroid"),
+    params:
+        part="leave",
+    log:
+        "logs/tables/leave_centroid.log",
+
+
+rule interpolation_plot:
+    conda:
+        ENVIRONMENT
+    input:
+        paths.table("lines"),
+    output:
+        report(
+            paths.plot("interpolation"),
+            caption="../report/interpolation.rst",
+            category="Region",
+            labels={"item": "interpolation (Fig. 3, 10)"},
+        ),
+    params:
+        figure="interpolation",
+    log:
+        "logs/plots/interpolation.log",
+    localrule: True
+    script:
+        "../scripts/region_plot.py"
+
+
+use rule interpolation_plot as extrapolation_plot with:
+    output:
+        report(
+            paths.plot("extrapolation"),
+            caption="../report/extrapolation.rst",
+            category="Region",
+            labels={"item": "extrapolation (Fig. 5, 12)"},
+        ),
+    params:
+        figure="extrapolation",
+    log:
+        "logs/plots/extrapolation.log",
+
+
+use rule interpolation_plot as loss_distributions_plot with:
+    input:
+        paths.table("pb_models"),
+    output:
+        report(
+            paths.plot("loss_distributions"),
+            caption="../report/loss_distributions.rst",
+            category="Region",
+            labels={"item": "loss distributions (Fig. 4)"},
+        ),
+    params:
+        figure="loss_distributions",
+    log:
+        "logs/plots/loss_distributions.log",
+
+
+use rule interpolation_plot as leave_centroid_plot with:
+    input:
+        paths.table("leave_centroid"),
+    output:
+        report(
+            paths.plot("leave_centroid"),
+            caption="../report/leave_centroid.rst",
+            category="Region",
+            labels={"item": "leaving the centroid (App. F, Fig. 11)"},
+        ),
+    params:
+        figure="leave_centroid",
+    log:
+        "logs/plots/leave_centroid.log",

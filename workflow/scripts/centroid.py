@@ -1,13 +1,13 @@
 from pathlib import Path
 
-from weightspace.workflow import run
+from weightspace.job import run
 
 
 def main():
-    from weightspace.centres import build_centre
+    from weightspace.centroid.centres import build_centre
 
     build_centre(
-        snakemake.params.kind,
+        getattr(snakemake.wildcards, "centre", "centroid"),  # the centre rule's, or the centroid's
         snakemake.params.members,
         Path(snakemake.input.base).parent,
         Path(snakemake.output.weights).parent,

@@ -1,8 +1,8 @@
-from weightspace.workflow import run
+from weightspace.job import run
 
 
 def main():
-    from weightspace.efficient import centroid_table
+    from weightspace.centroid.report import centroid_table
 
     out = snakemake.output
     centroid_table(snakemake.input.metrics, out.table, out.runs, out.markdown, snakemake.params.tolerance)

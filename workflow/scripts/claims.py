@@ -1,4 +1,4 @@
-from weightspace.workflow import run
+from weightspace.job import run
 
 
 def main():

@@ -1,8 +1,8 @@
-from weightspace.workflow import run
+from weightspace.job import run
 
 
 def main():
-    from weightspace.geometry import clustering_table
+    from weightspace.geometry.report import clustering_table
 
     clustering_table(snakemake.input, snakemake.output.table, snakemake.output.markdown)
 

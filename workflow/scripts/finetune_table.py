@@ -1,8 +1,8 @@
-from weightspace.workflow import run
+from weightspace.job import run
 
 
 def main():
-    from weightspace.metrics import finetune_table
+    from weightspace.finetune_report import finetune_table
 
     finetune_table(snakemake.input.metrics, snakemake.output.table, snakemake.output.markdown)
 

@@ -1,8 +1,8 @@
-from weightspace.workflow import run
+from weightspace.job import run
 
 
 def main():
-    from weightspace.geometry import plots_step
+    from weightspace.geometry.steps import plots_step
 
     i, out = snakemake.input, snakemake.output
     plots_step(i.similarity, i.assignments, out.tsne, out.heatmap, snakemake.params.seed, snakemake.params.perplexity)

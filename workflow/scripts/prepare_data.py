@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from weightspace.workflow import run
+from weightspace.job import run
 
 
 def main():

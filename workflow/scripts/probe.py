@@ -1,13 +1,13 @@
 from pathlib import Path
 
-from weightspace.workflow import run
+from weightspace.job import run
 
 
 def main():
     from weightspace.io import write_parquet
     from weightspace.models import torch_device
     from weightspace.probing import probe
-    from weightspace.region import recipe_tensors
+    from weightspace.region.points import recipe_tensors
 
     params = snakemake.params
     base = Path(snakemake.input.base).parent

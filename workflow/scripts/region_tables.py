@@ -1,12 +1,13 @@
-from weightspace.workflow import run
+from weightspace.job import run
 
 
 def main():
-    from weightspace.region_plan import in_stats_paths, region_plan
-    from weightspace.region_report import region_tables
+    from weightspace.region.plan import in_stats_paths, region_plan
+    from weightspace.region.report import region_tables
 
     plan = region_plan(snakemake.config)
-    region_tables(plan, snakemake.input.probes, in_stats_paths(plan), dict(snakemake.output.items()))
+    stats = in_stats_paths(plan) if snakemake.input.get("stats") else {}
+    region_tables(plan, snakemake.input.probes, stats, dict(snakemake.output.items()), snakemake.params.part)
 
 
 run(snakemake, main)

@@ -1,19 +1,8 @@
 """What the region experiments (config `region`) evaluate: every model, how it is made, its targets.
 
-A model is named by an id that names its folder under results/models/ and its probe file under
-results/metrics/probe/:
-
-    finetuned/{dataset}/seed{seed}                     a finetuned model (the finetune rule)
-    merged/{granularity}/{pair}/alpha{alpha}           alpha * w1 + (1 - alpha) * w2 (§5.1, §6)
-    region/{granularity}/centroid/{set}                mean of In ("in") or of one dataset's models
-    region/{granularity}/hull/sample{i}                a Dirichlet sample of In's convex hull (§5.2)
-    region/{granularity}/perturbed/sample{i}           pretrained + random Xavier-shaped step (§3.1)
-    region/{granularity}/leave/{direction}/r{radius}   a step away from In's centroid (App. F): toward
-                                                       the origin or a random direction
-    region/{granularity}/leave/toward_pretrained/f{t}  t of the way from In's centroid to the pretrained model
-
-Only finetuned models and centroids are written to disk; the probe job of any other model builds
-it in memory from its recipe. Each row of `Plan.rows` says how one model is used (granularity,
+A model is named by its id (weightspace.paths: its folder under results/models/ and its probe
+file under results/metrics/probe/). Only finetuned models and centroids are written to disk; the
+probe job of any other model builds it in memory from its recipe. Each row of `Plan.rows` says how one model is used (granularity,
 role, pair, alpha, radius, ...); the tables are those rows joined with the probe results. A
 model's targets are the union over its rows, so a finetuned model used by several granularities
 is probed once per target.
@@ -26,12 +15,15 @@ from itertools import combinations, product
 
 import numpy as np
 
-from .errors import WeightspaceError
-from .seeding import run_seed
-
-ALPHA_DECIMALS = 4
+from ..errors import WeightspaceError
+from ..paths import (ALPHA_DECIMALS, centroid_id, finetuned_id, format_alpha, leave_id, merged_id, sample_id,
+                     stats_path, weights_path)
+from ..seeding import run_seed
 
 ROLES = ("in", "hull", "ex", "line", "centroid_line", "leave")
+# The uses each part of the region tables is made from (report.region_tables): a figure's table
+# needs only the probes of its models.
+TABLE_ROLES = {"pb": ("in", "hull", "ex"), "lines": ("line", "centroid_line"), "leave": ("leave", "in"), "all": ROLES}
 
 
 @dataclass(frozen=True)
@@ -71,20 +63,23 @@ class Plan:
         if row:
             self.rows.append({"model": model, **row, "targets": sorted(targets)})
 
-    def probe_ids(self) -> list[str]:
-        return sorted(m for m in self.targets if self.targets[m])
+    def probe_ids(self, roles=None) -> list[str]:
+        """The models that are probed: all of them, or those with a use in `roles`."""
+        if roles is None:
+            return sorted(m for m in self.targets if self.targets[m])
+        return sorted({r["model"] for r in self.rows if r["role"] in roles and self.targets[r["model"]]})
+
+    def only(self, roles) -> "Plan":
+        """The plan's uses in `roles`: their rows and the models they use."""
+        rows = [r for r in self.rows if r["role"] in roles]
+        used = {r["model"] for r in rows}
+        return Plan({m: self.models[m] for m in used}, {m: self.targets[m] for m in used}, rows, self.granularities)
 
 
-def finetuned_id(dataset: str, seed: int) -> str:
-    return f"finetuned/{dataset}/seed{seed}"
 
 
-def centroid_id(granularity: str, member_set: str) -> str:
-    return f"region/{granularity}/centroid/{member_set}"
 
 
-def format_radius(radius) -> str:
-    return format_alpha(radius)
 
 
 def extrapolation_alphas(steps: int, maximum: float) -> list[float]:
@@ -141,7 +136,7 @@ def _plan_granularity(plan: Plan, config: dict, cfg: dict, name: str, spec: dict
     ex_models = []
     if spec["ex"] == "random":
         for i in range(1, (spec.get("ex_random") or len(in_models)) + 1):
-            model = f"region/{name}/perturbed/sample{i}"
+            model = sample_id(name, "perturbed", i)
             seed = run_seed(f"{name}/perturbed/{i}", cfg["seed"])
             plan.add(model, Recipe("perturbed", seed=seed, stats=in_centroid), targets, granularity=name, role="ex")
             ex_models.append(model)
@@ -159,7 +154,7 @@ def _plan_granularity(plan: Plan, config: dict, cfg: dict, name: str, spec: dict
         n = spec.get("hull_samples") or cfg.get("hull_samples") or len(in_models)
         coefficients = dirichlet_coefficients(len(in_models), n, run_seed(f"{name}/hull", cfg["seed"]))
         for i, row in enumerate(coefficients, start=1):
-            model = f"region/{name}/hull/sample{i}"
+            model = sample_id(name, "hull", i)
             plan.add(model, Recipe("hull", tuple(in_models), tuple(float(c) for c in row)), targets,
                      granularity=name, role="hull")
             hull_models.append(model)
@@ -204,7 +199,7 @@ def _plan_line(plan, g, pair, w1, w2, alphas, targets, role, datasets) -> None:
             end = w1 if alpha == 1 else w2
             plan.add(end, plan.models.get(end, Recipe("finetuned")), targets, **row)
         else:
-            model = f"merged/{g.name}/{pair}/alpha{format_alpha(alpha)}"
+            model = merged_id(g.name, pair, alpha)
             plan.add(model, line_recipe(w1, w2, alpha), targets, **row)
 
 
@@ -217,12 +212,12 @@ def _plan_leave(plan: Plan, cfg: dict, g: Granularity, in_centroid: str) -> None
     """
     plan.add(in_centroid, plan.models[in_centroid], g.eval, granularity=g.name, role="leave",
              direction="centroid", radius=0.0)
-    steps = [("toward_origin", "r", "radius", r) for r in (cfg["radii"] if cfg["toward_origin"] else [])]
-    steps += [("toward_pretrained", "f", "fraction", t) for t in cfg["toward_pretrained"]]
-    steps += [(f"random{i}", "r", "radius", r) for i in range(1, cfg["random_directions"] + 1) for r in cfg["radii"]]
-    for direction, prefix, key, step in steps:
+    steps = [("toward_origin", "radius", r) for r in (cfg["radii"] if cfg["toward_origin"] else [])]
+    steps += [("toward_pretrained", "fraction", t) for t in cfg["toward_pretrained"]]
+    steps += [(f"random{i}", "radius", r) for i in range(1, cfg["random_directions"] + 1) for r in cfg["radii"]]
+    for direction, key, step in steps:
         seed = run_seed(f"{g.name}/leave/{direction}", cfg["seed"]) if direction.startswith("random") else None
-        model = f"region/{g.name}/leave/{direction}/{prefix}{format_radius(step)}"
+        model = leave_id(g.name, direction, step)
         plan.add(model, Recipe("leave", (in_centroid,), (float(step),), seed=seed, stats=in_centroid,
                                direction=direction),
                  g.eval, granularity=g.name, role="leave", direction=direction, **{key: float(step)})
@@ -242,14 +237,6 @@ def _datasets(names, datasets, where: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def format_alpha(alpha) -> str:
-    """A coefficient as it appears in paths and tables: at most ALPHA_DECIMALS decimals, no -0.
-
-    0.1 -> '0.1', 3.17 -> '3.17', -31.0 -> '-31', 0.30000000000000004 -> '0.3'. One function for
-    every path so that a coefficient always names the same file.
-    """
-    text = f"{float(alpha):.{ALPHA_DECIMALS}f}".rstrip("0").rstrip(".")
-    return "0" if text in ("-0", "") else text
 
 
 def dirichlet_coefficients(n_models: int, n_samples: int, seed: int) -> np.ndarray:
@@ -263,12 +250,8 @@ def dirichlet_coefficients(n_models: int, n_samples: int, seed: int) -> np.ndarr
     return np.random.default_rng(seed).dirichlet(np.ones(n_models), size=n_samples)
 
 
-def weights_path(model: str) -> str:
-    return f"results/models/{model}/model.safetensors"
 
 
-def stats_path(centroid: str) -> str:
-    return f"results/metrics/{centroid}.json"
 
 
 def in_stats_paths(plan: Plan) -> dict[str, str]:
@@ -283,7 +266,7 @@ def recipe_files(model: str, recipe: Recipe) -> dict:
     """What the probe job of `model` reads to build it: the recipe with its model ids as weight files.
 
     Finetuned models and centroids are folders on disk (their own weights are the one source);
-    every other kind is built in memory from its sources (weightspace.region.recipe_tensors).
+    every other kind is built in memory from its sources (weightspace.region.points.recipe_tensors).
     """
     on_disk = recipe.kind in ("finetuned", "centroid")
     return {"kind": recipe.kind, "sources": [weights_path(m) for m in ((model,) if on_disk else recipe.sources)],

@@ -1,4 +1,5 @@
-"""Tables of the region experiments: losses per use of a model, PB, lines, leaving the centroid.
+"""Tables and figures of the region experiments: losses per use of a model, PB (Fig. 4), the lines
+(Fig. 3, 5), leaving the centroid (App. F, Fig. 11).
 
 A model's loss in a role is its mean generalized loss over the role's targets: the granularity's
 `eval` datasets for In, In', Ex and App. F, the pair's datasets plus `eval` for a line (§3.1, §5).
@@ -7,23 +8,18 @@ A model's loss in a role is its mean generalized loss over the role's targets: t
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from .errors import WeightspaceError
-from .intervals import bootstrap_interval, format_interval
-from .io import read_json, write_parquet, write_text
-from .metrics import gather
-from .region import pb
-from .region_plan import Plan, centroid_id
+from ..errors import WeightspaceError
+from ..intervals import bootstrap_interval, format_interval
+from ..io import gather, read_json, read_parquet, write_parquet, write_text
+from ..paper import PB as PAPER_PB
+from ..plots import empty_panel, granularity_axes, new_figure, save_figure
+from .plan import TABLE_ROLES, Plan
 
-# §5.2: PB(In, Ex), PB(In', Ex), PB(In', In) in percent.
-PAPER_PB = {
-    "same_dataset": (100.0, 100.0, 88.0),
-    "same_task": (75.3, 100.0, 96.7),
-    "general": (89.8, 100.0, 90.0),
-}
 ROLE_KEYS = ["granularity", "role", "model", "pair", "dataset_a", "dataset_b", "alpha", "direction", "radius",
              "fraction"]
 # Kept from each probe: the loss and accuracy, their test-sample standard errors, the prior's loss.
@@ -55,6 +51,15 @@ def model_losses(losses: pd.DataFrame) -> pd.DataFrame:
         if key not in out:
             out[key] = None
     return out
+
+
+def pb(losses_a: Sequence[float], losses_b: Sequence[float]) -> float:
+    """PB(A, B): the share of pairs (a in A, b in B) with loss(a) <= loss(b) (§5.2)."""
+    a = np.asarray(losses_a, dtype=float)[:, None]
+    b = np.asarray(losses_b, dtype=float)[None, :]
+    if a.size == 0 or b.size == 0:
+        raise WeightspaceError("PB needs at least one model in each group")
+    return float((a <= b).mean())
 
 
 def pb_table(models: pd.DataFrame, stats: dict[str, dict]) -> pd.DataFrame:
@@ -246,16 +251,155 @@ def loss_accuracy_disagreements(effects: pd.DataFrame) -> pd.DataFrame:
     return beyond[(beyond["dacc"] < -beyond["dacc_se"]) & (beyond["dloss"] < 0)]
 
 
-def region_tables(plan: Plan, probe_paths, stats_paths: dict[str, Path], out: dict) -> dict[str, pd.DataFrame]:
-    """Write the tables; `out` maps losses, models, pb, pb_md, lines, leave, effects to paths."""
+def region_tables(plan: Plan, probe_paths, stats_paths: dict[str, Path], out: dict,
+                  part: str = "all") -> dict[str, pd.DataFrame]:
+    """Write the tables of one part of the plan (plan.TABLE_ROLES) from its probes.
+
+    `out` maps the tables to write to paths: for part 'all' losses, models and effects; 'pb' pb,
+    pb_md and pb_models (the losses behind Fig. 4); 'lines' lines; 'leave' leave. `stats_paths`:
+    In's centroid statistics per granularity (pb and leave read them).
+    """
     probes = gather(probe_paths)
     stats = {g: read_json(p) for g, p in stats_paths.items()}
-    losses = with_leave_radii(target_losses(plan, probes), stats)
+    losses = with_leave_radii(target_losses(plan.only(TABLE_ROLES[part]), probes), stats)
     models = model_losses(losses)
-    tables = {"losses": losses, "models": models, "pb": pb_table(models, stats),
-              "lines": line_table(models, losses), "leave": leave_table(models, losses, stats),
-              "effects": effects_table(losses)}
-    for name, df in tables.items():
+    tables = {
+        "losses": lambda: losses, "models": lambda: models, "effects": lambda: effects_table(losses),
+        "pb": lambda: pb_table(models, stats), "pb_models": lambda: models,
+        "lines": lambda: line_table(models, losses), "leave": lambda: leave_table(models, losses, stats),
+    }
+    written = {name: tables[name]() for name in out if name in tables}
+    for name, df in written.items():
         write_parquet(df, out[name])
-    write_text(pb_markdown(tables["pb"]), out["pb_md"])
-    return tables
+    if "pb_md" in out:
+        write_text(pb_markdown(written["pb"]), out["pb_md"])
+    return written
+
+
+# -- figures --------------------------------------------------------------------------------------
+
+def lines_figure(lines, path, extrapolation: bool = False) -> None:
+    """Fig. 3 / 10 (interpolation, alpha in [0, 1]) or Fig. 5 / 12 (all alphas): loss along the lines.
+
+    `lines` is line_table(): per granularity, role (line, centroid_line) and alpha the
+    mean and std over pairs of the mean loss over the line's targets (target == 'mean'). The solid
+    line is the mean over pairs, the band one std; the dashed line joins the two groups' centroids.
+    """
+    lines = lines[lines["target"] == "mean"]
+    if not extrapolation:
+        lines = lines[(lines["alpha"] >= 0) & (lines["alpha"] <= 1)]
+    names = list(dict.fromkeys(lines["granularity"])) or ["region"]
+    fig, axes = granularity_axes(names)
+    for ax, name in zip(axes, names):
+        part = lines[lines["granularity"] == name]
+        if part.empty:
+            empty_panel(ax, "no lines configured")
+            continue
+        for role, style, colour in (("line", "-", "tab:blue"), ("centroid_line", "--", "tab:orange")):
+            df = part[part["role"] == role].sort_values("alpha")
+            if df.empty:
+                continue
+            pairs = int(df["pairs"].max())
+            label = f"between models ({pairs} pair{'' if pairs == 1 else 's'})" if role == "line" else "between centroids"
+            ax.plot(df["alpha"], df["loss_mean"], style, color=colour, marker=".", label=label)
+            ax.fill_between(df["alpha"], df["loss_mean"] - df["loss_std"], df["loss_mean"] + df["loss_std"],
+                            color=colour, alpha=0.2, linewidth=0)
+        for end in (0, 1):
+            ax.axvline(end, color="0.6", linewidth=0.6, zorder=0)
+        if extrapolation:
+            from matplotlib.ticker import FormatStrFormatter
+
+            ax.set_xscale("symlog", linthresh=1.0)
+            outside = sorted({a for a in part["alpha"] if a <= -1 or a >= 2})
+            ax.set_xticks([0, 1, *outside], [f"{a:g}" for a in (0, 1, *outside)], rotation=45, fontsize="small")
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))
+            ax.yaxis.set_minor_formatter(FormatStrFormatter("%.3g"))
+        ax.set_xlabel("alpha  (w = alpha w1 + (1 - alpha) w2)")
+        ax.set_ylabel("generalized loss (mean over targets)")
+        ax.set_title(name)
+        ax.legend(fontsize="small")
+    save_figure(fig, path)
+
+
+def loss_distributions_figure(models, path) -> None:
+    """Fig. 4: loss distributions of In (finetuned), In' (hull samples) and Ex (exterior) per granularity."""
+    groups = (("in", "In"), ("hull", "In'"), ("ex", "Ex"))
+    models = models[models["role"].isin([g for g, _ in groups])]
+    names = list(dict.fromkeys(models["granularity"])) or ["region"]
+    fig, axes = granularity_axes(names, width=4.2)
+    colours = dict(zip([g for g, _ in groups], ["tab:blue", "tab:green", "tab:red"]))
+    rng = np.random.default_rng(0)
+    for ax, name in zip(axes, names):
+        part = models[models["granularity"] == name]
+        if part.empty:
+            empty_panel(ax, "no region configured")
+            continue
+        present = [(g, label) for g, label in groups if (part["role"] == g).any()]
+        data = [part.loc[part["role"] == g, "loss"].to_numpy() for g, _ in present]
+        ax.boxplot(data, tick_labels=[label for _, label in present], showfliers=False, widths=0.5)
+        for i, ((g, _), values) in enumerate(zip(present, data), start=1):
+            ax.scatter(i + rng.uniform(-0.15, 0.15, len(values)), values, s=14, color=colours[g], alpha=0.8, zorder=3)
+        ax.set_ylabel("generalized loss (mean over targets)")
+        ax.set_title(name)
+    save_figure(fig, path)
+
+
+def leave_figure(leave, path) -> None:
+    """Fig. 11: accuracy (as the paper plots it) and loss against the distance from In's centroid.
+
+    One row per granularity: accuracy on the left, loss on the right; distance 1 = In's mean
+    distance from its centroid. Toward the origin, toward the pretrained model (its segment ends
+    at the pretrained model), random Xavier-shaped directions (mean and std over directions), and
+    the finetuned In models at their own distance (source / non-source).
+    """
+    import pandas as pd
+
+    names = list(dict.fromkeys(leave["granularity"])) or ["region"]
+    fig = new_figure((9.6, 3.8 * len(names)))
+    grid = fig.subplots(len(names), 2, squeeze=False)
+    styles = {"toward_origin": ("tab:blue", "toward the origin"),
+              "toward_pretrained": ("tab:purple", "toward pretrained"), "random": ("tab:red", "random directions")}
+    for row, name in zip(grid, names):
+        part = leave[leave["granularity"] == name]
+        for ax, metric, label_y in zip(row, ("accuracy", "loss"), ("accuracy", "generalized loss")):
+            if part.empty:
+                empty_panel(ax, "App. F not configured")
+                continue
+            centre = part[part["kind"] == "centroid"]
+            for kind, (colour, label) in styles.items():
+                if not (part["kind"] == kind).any():
+                    continue
+                df = pd.concat([centre, part[part["kind"] == kind]]).sort_values("radius")
+                ax.plot(df["radius"], df[f"{metric}_mean"], "-", marker=".", color=colour, label=label)
+                ax.fill_between(df["radius"], df[f"{metric}_mean"] - df[f"{metric}_std"],
+                                df[f"{metric}_mean"] + df[f"{metric}_std"], color=colour, alpha=0.2, linewidth=0)
+            for kind, marker, label in (("finetuned_source", "o", "finetuned (source)"),
+                                        ("finetuned_non_source", "s", "finetuned (non-source)")):
+                df = part[part["kind"] == kind]
+                if not df.empty:
+                    ax.errorbar(df["radius"], df[f"{metric}_mean"], yerr=df[f"{metric}_std"], fmt=marker,
+                                color="black", markerfacecolor="white" if kind.endswith("non_source") else "black",
+                                label=label, capsize=3)
+            ax.set_xlabel("distance from In's centroid (units of In's mean distance)")
+            ax.set_ylabel(f"{label_y} (mean over targets)")
+            if metric == "loss":
+                ax.set_yscale("log")
+            ax.set_title(f"{name}: {metric}")
+        row[0].legend(fontsize="small")
+    save_figure(fig, path)
+
+
+FIGURES = {
+    "interpolation": lambda table, path: lines_figure(table, path),
+    "extrapolation": lambda table, path: lines_figure(table, path, extrapolation=True),
+    "loss_distributions": loss_distributions_figure,
+    "leave_centroid": leave_figure,
+}
+
+
+def draw_figure(name: str, table_path, path) -> None:
+    """Draw region figure `name` (one of FIGURES) from its table."""
+    if name not in FIGURES:
+        raise WeightspaceError(f"no region figure '{name}' (known: {', '.join(FIGURES)})")
+    FIGURES[name](read_parquet(table_path), path)

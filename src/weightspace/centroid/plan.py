@@ -1,14 +1,18 @@
 """The centroid experiment's grid (config `centroid`): which targets, starts, shots and seeds run.
 
-Kept apart from `efficient` and `centres` (torch, peft, transformers) so the Snakefile can plan
-the jobs without importing them: every cluster job parses the Snakefile again.
+Torch-free, so the Snakefile can plan the jobs without importing torch, peft or transformers:
+every cluster job parses the Snakefile again.
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
-from .errors import WeightspaceError
+from ..errors import WeightspaceError
+
+METHODS = ("bitfit", "lora")
+CENTRES = ("centroid", "task_arithmetic", "ties")
+STARTS = ("pretrained", *CENTRES)
 
 
 def leave_one_out(group: Sequence[str], target: str) -> list[str]:
@@ -22,7 +26,10 @@ def leave_one_out(group: Sequence[str], target: str) -> list[str]:
 
 
 def group_datasets(config: dict) -> list[str]:
-    """The datasets whose models form the centres: a family of the config, or every dataset."""
+    """The datasets whose models form the centres: a family of the config, or every dataset (none
+    when the config has no `centroid` section)."""
+    if config.get("centroid") is None:
+        return []
     group = config["centroid"]["group"]
     if group is None:
         return sorted(config["datasets"])
@@ -50,6 +57,8 @@ def seeds(config: dict) -> list[int]:
 
 def grid(config: dict) -> list[tuple[str, str, str, int]]:
     """Every (target, start, shots, seed) job of the config's centroid experiment."""
+    if config.get("centroid") is None:
+        return []
     settings = config["centroid"]
     if "pretrained" not in settings["starts"]:
         raise WeightspaceError("key 'centroid.starts' must include 'pretrained': gains are measured against it")

@@ -1,10 +1,10 @@
 from pathlib import Path
 
-from weightspace.workflow import run
+from weightspace.job import run
 
 
 def main():
-    from weightspace.efficient import efficient_finetune
+    from weightspace.centroid.train import efficient_finetune
     from weightspace.models import torch_device
 
     w = snakemake.wildcards

@@ -9,18 +9,16 @@ model's naming, so `models.load_classifier` puts a new head on it.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Mapping, Sequence
 
+import numpy as np
 import torch
 from peft.utils.merge_utils import ties
-from safetensors import safe_open
 
-from .checkpoints import WEIGHTS, check_checkpoint, encoder_key_map, weights_file
-from .errors import WeightspaceError
-from .merging import combine, save_encoder
-
-CENTRES = ("centroid", "task_arithmetic", "ties")
+from ..checkpoints import check_checkpoint
+from ..errors import WeightspaceError
+from ..merging import aligned_tensors, combine, save_encoder
+from .plan import CENTRES
 
 
 def centroid(members: Mapping[str, Sequence], pretrained_dir, out_dir) -> None:
@@ -51,29 +49,18 @@ def ties_merge(members: Mapping[str, Sequence], pretrained_dir, out_dir, density
     entries that agree with it. The trim is per tensor (as in peft and mergekit), not over the
     whole flattened vector as in the TIES paper.
     """
-    pretrained_dir = Path(pretrained_dir)
-    for model in (m for seeds in members.values() for m in seeds):
+    models = [m for seeds in members.values() for m in seeds]
+    for model in models:
         check_checkpoint(model, pretrained_dir)
-    with safe_open(str(pretrained_dir / WEIGHTS), framework="pt") as base:
-        names = list(base.keys())
-        groups = [[safe_open(str(weights_file(m)), framework="pt") for m in seeds] for seeds in members.values()]
-        maps = [[encoder_key_map(h.keys(), names) for h in handles] for handles in groups]
-        merged = {}
-        for name in names:
-            w0 = base.get_tensor(name)
-            start = w0.to(torch.float32)
-            vectors = [
-                torch.stack([_tensor(h, m[name], start) for h, m in zip(handles, key_maps)]).mean(0) - start
-                for handles, key_maps in zip(groups, maps)
-            ]
-            merged[name] = (start + scale * ties(vectors, torch.ones(len(vectors)), density)).to(w0.dtype)
+    bounds = np.cumsum([0, *(len(seeds) for seeds in members.values())])
+    merged = {}
+    for name, w0, tensors in aligned_tensors(models, pretrained_dir):
+        start = w0.to(torch.float32)
+        vectors = [torch.stack([t.to(torch.float32) for t in tensors[a:b]]).mean(0) - start
+                   for a, b in zip(bounds[:-1], bounds[1:])]
+        merged[name] = (start + scale * ties(vectors, torch.ones(len(vectors)), density)).to(w0.dtype)
     save_encoder(merged, pretrained_dir, out_dir,
                  metadata={"centre": "ties", "density": density, "scale": scale, "datasets": ",".join(members)})
-
-
-def _tensor(handle, key: str | None, pretrained: torch.Tensor) -> torch.Tensor:
-    """A member's encoder tensor; one the checkpoint lacks (an unused pooler) did not move."""
-    return pretrained if key is None else handle.get_tensor(key).to(torch.float32)
 
 
 def build_centre(kind: str, members: Mapping[str, Sequence], pretrained_dir, out_dir, settings: dict) -> None:

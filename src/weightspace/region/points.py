@@ -3,8 +3,7 @@
 A group In of finetuned models spans a region. This module makes the points the paper compares:
 samples of the convex hull (In'), the pretrained model moved in a random Xavier-shaped direction
 by as much as a finetuned model moves (the General level's exterior), and points that leave the
-centroid of In toward the origin, toward the pretrained model or in a random direction. It also holds PB, the
-probability that a model of one group has a loss no higher than a model of another.
+centroid of In toward the origin, toward the pretrained model or in a random direction.
 
 The workflow builds each such point in memory inside the probe job that scores it
 (`recipe_tensors`), so no merged model is written to disk; the writers (`hull_sample`,
@@ -23,16 +22,16 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .checkpoints import WEIGHTS
-from .errors import WeightspaceError
-from .io import load_tensors, read_json, write_json
-from .merging import combine, combined_tensors, line_tensors, save_encoder
-from .taskvectors import task_vector, weights_file
+from ..checkpoints import WEIGHTS
+from ..errors import WeightspaceError
+from ..io import load_tensors, read_json, write_json
+from ..merging import combine, combined_tensors, line_tensors, save_encoder
+from ..taskvectors import task_vector, weights_file
 
 def recipe_tensors(recipe: dict, pretrained_dir) -> dict[str, torch.Tensor] | None:
     """The encoder tensors of a derived model of the region plan, built in memory from its recipe.
 
-    `recipe` is region_plan.Recipe as a dict whose `sources` are weight files (and `stats` the
+    `recipe` is region.plan.Recipe as a dict whose `sources` are weight files (and `stats` the
     statistics file of In's centroid). None for the kinds that are model folders already
     (finetuned models and centroids), which are read from disk.
     """
@@ -64,13 +63,6 @@ def hull_sample(members: Sequence, coefficients: Sequence[float], pretrained_dir
                  metadata={"coefficients": ",".join(f"{c:.6f}" for c in coefficients)})
 
 
-def pb(losses_a: Sequence[float], losses_b: Sequence[float]) -> float:
-    """PB(A, B): the share of pairs (a in A, b in B) with loss(a) <= loss(b) (§5.2)."""
-    a = np.asarray(losses_a, dtype=float)[:, None]
-    b = np.asarray(losses_b, dtype=float)[None, :]
-    if a.size == 0 or b.size == 0:
-        raise WeightspaceError("PB needs at least one model in each group")
-    return float((a <= b).mean())
 
 
 def group_stats(members: Sequence, pretrained_dir, out_dir, stats_path, names: Sequence[str] | None = None) -> dict:

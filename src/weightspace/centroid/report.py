@@ -1,172 +1,22 @@
-"""Parameter-efficient finetuning from a start point, and the gains over the pretrained start.
-
-The paper's §7 and App. H: for each target dataset of a group, BitFit (bias terms + a new head)
-from the pretrained model and from the centroid of the other datasets' models, with the full
-training set and with at most 1,000 examples (Tables 2 and 3, Fig. 6 and 14). LoRA through peft
-is the other method (config `centroid.method`). Both reuse finetuning.train: only the trainable
-parameters differ.
-"""
+"""The centroid experiment's tables and figure: Tables 2 and 3 (gains over the pretrained start)
+and Fig. 6 / 14."""
 
 from __future__ import annotations
 
 import logging
-import math
-from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
-import torch
-from peft import LoraConfig, TaskType, get_peft_model
 
-from .centres import CENTRES
-from .data import read_split, subsample
-from .errors import WeightspaceError
-from .finetuning import _device_name, train_and_test
-from .intervals import clustered_mean, format_interval, t_interval
-from .io import read_json, write_parquet, write_text
-from .metrics import gather
-from .models import load_classifier, load_tokenizer
-from .seeding import run_seed, seed_everything
+from ..errors import WeightspaceError
+from ..intervals import clustered_mean, format_interval, t_interval
+from ..io import gather, write_parquet, write_text
+from ..paper import CENTROID_START, CENTROID_TIE
+from ..plots import group_colours, new_figure, save_figure
+from .plan import STARTS
 
 log = logging.getLogger(__name__)
 
-METHODS = ("bitfit", "lora")
-STARTS = ("pretrained", *CENTRES)
-
-# The paper's Tables 2 (full data) and 3 (at most 1K examples): accuracy in % from the pretrained
-# start and from the centroid ("Fuse"). Table 3's centroid row repeats Table 2's, as printed.
-_PAPER_DATASETS = ("boolq", "cb", "cola", "mnli", "mrpc", "multirc", "qnli", "qqp", "rte", "sst2", "wic", "wnli")
-_PAPER_CENTROID = (62.23, 56.79, 69.49, 63.01, 69.46, 57.14, 73.77, 79.91, 61.59, 84.91, 55.52, 52.68)
-PAPER = {
-    "full": {
-        "table": "Table 2", "mean_gain": 4.03, "wins_ties_losses": (9, 2, 1),
-        "pretrained": dict(zip(_PAPER_DATASETS, (62.17, 50.36, 69.13, 53.17, 68.38, 57.20, 64.88, 74.49, 50.40,
-                                                 78.78, 55.14, 54.08))),
-        "centroid": dict(zip(_PAPER_DATASETS, _PAPER_CENTROID)),
-    },
-    "few": {
-        "table": "Table 3, at most 1K examples", "mean_gain": 10.66, "wins_ties_losses": (9, 2, 1),
-        "pretrained": dict(zip(_PAPER_DATASETS, (62.17, 50.36, 69.13, 34.04, 68.38, 57.20, 50.72, 63.18, 48.52,
-                                                 50.92, 49.91, 54.08))),
-        "centroid": dict(zip(_PAPER_DATASETS, _PAPER_CENTROID)),
-    },
-}
-PAPER_TOLERANCE = 0.1  # the largest |gain| the paper counts as a tie: its 9 / 2 / 1 from Table 2
-
-
-# --- one job: a start point, a new head, efficient training ----------------------------------
-
-def bitfit_trainable(model) -> Callable[[str], bool]:
-    """BitFit: the encoder's bias terms and everything outside the encoder (the new head)."""
-    encoder = model.base_model_prefix + "."
-    return lambda name: not name.startswith(encoder) or name.endswith(".bias")
-
-
-def with_lora(model, settings: dict):
-    """The model wrapped by peft: LoRA adapters on `target_modules`, the head trained in full."""
-    config = LoraConfig(task_type=TaskType.SEQ_CLS, r=settings["r"], lora_alpha=settings["alpha"],
-                        lora_dropout=settings["dropout"], target_modules=list(settings["target_modules"]))
-    return get_peft_model(model, config)
-
-
-def marked_trainable(model) -> Callable[[str], bool]:
-    """The parameters that are trainable now (as peft marked them), as a predicate for train()."""
-    names = {n for n, p in model.named_parameters() if p.requires_grad}
-    return names.__contains__
-
-
-def efficient_model(start_dir, num_labels: int, settings: dict, trust_remote_code: bool = False):
-    """The start point with a new head, and the predicate of the parameters the method trains."""
-    model = load_classifier(start_dir, num_labels, trust_remote_code)
-    if settings["method"] == "bitfit":
-        return model, bitfit_trainable(model)
-    if settings["method"] == "lora":
-        model = with_lora(model, settings["lora"])
-        return model, marked_trainable(model)
-    raise WeightspaceError(f"key 'centroid.method' is '{settings['method']}', expected one of: {', '.join(METHODS)}")
-
-
-def training_config(finetune_cfg: dict, train_cfg: dict, n_examples: int) -> dict:
-    """The finetuning settings with the experiment's own (non-null) ones on top.
-
-    `min_steps` stretches the epochs of small (few-shot) training sets to at least that many steps.
-    """
-    cfg = {**finetune_cfg, **{k: v for k, v in train_cfg.items() if v is not None and k != "min_steps"}}
-    if train_cfg.get("min_steps"):
-        steps_per_epoch = math.ceil(n_examples / cfg["batch_size"])
-        cfg["epochs"] = max(cfg["epochs"], train_cfg["min_steps"] / steps_per_epoch)
-    return cfg
-
-
-def shots_cap(shots) -> int | None:
-    """None for the full training set, else the number of examples."""
-    if str(shots) == "full":
-        return None
-    if not str(shots).isdigit() or int(shots) < 1:
-        raise WeightspaceError(f"shots '{shots}': expected 'full' or a positive number of examples")
-    return int(shots)
-
-
-def train_from_start(data_dir, start_dir, tokenizer_dir, target: str, shots, seed: int, settings: dict,
-                     finetune_cfg: dict, device: torch.device, trust_remote_code: bool = False):
-    """Train the method from `start_dir` on the target; returns (model, metrics row).
-
-    The torch seed depends on (target, seed) only, so both starts of a seed get the same head
-    initialisation, the same few-shot subset and the same data order: a paired comparison.
-    """
-    data_dir = Path(data_dir)
-    meta = read_json(data_dir / "meta.json")
-    torch_seed = run_seed(target, seed, finetune_cfg["seed_mode"])
-    full_train = read_split(data_dir, "train")
-    train_df = subsample(full_train, shots_cap(shots), np.random.default_rng(torch_seed))
-    cfg = training_config(finetune_cfg, settings["train"], len(train_df))
-    seed_everything(torch_seed)
-    tokenizer = load_tokenizer(tokenizer_dir)
-    model, trainable = efficient_model(start_dir, meta["num_labels"], settings, trust_remote_code)
-    n_trainable = sum(p.numel() for n, p in model.named_parameters() if trainable(n))
-    n_total = sum(p.numel() for p in model.parameters())
-    log.info("%s from %s on %s (%s shots: %d of %d examples), seed %d (torch seed %d), %d of %d parameters "
-             "trainable, device %s", settings["method"], start_dir, target, shots, len(train_df), len(full_train),
-             seed, torch_seed, n_trainable, n_total, device)
-    result, scores = train_and_test(model, tokenizer, train_df, data_dir, cfg, torch_seed, device, trainable)
-    row = {
-        "target": target,
-        "method": settings["method"],
-        "shots": str(shots),
-        "seed": seed,
-        "torch_seed": torch_seed,
-        "num_labels": meta["num_labels"],
-        "train_size": len(train_df),
-        "full_train_size": len(full_train),
-        "test_size": scores["n"],
-        "test_accuracy": scores["accuracy"],
-        "test_loss": scores["loss"],
-        "majority_test_accuracy": meta["majority_test_accuracy"],
-        "trainable_params": n_trainable,
-        "total_params": n_total,
-        "steps": result.steps,
-        "lr": cfg["lr"],
-        "examples_per_second": result.examples_per_second,
-        "wall_seconds": result.wall_seconds,
-        "device": _device_name(device),
-        **result.curve(),
-    }
-    return model, row
-
-
-def efficient_finetune(data_dir, start_dir, tokenizer_dir, metrics_path, target: str, start: str, shots, seed: int,
-                       settings: dict, finetune_cfg: dict, device: torch.device,
-                       trust_remote_code: bool = False) -> dict:
-    """One job of the grid: train from the start point and write its metrics row."""
-    _, row = train_from_start(data_dir, start_dir, tokenizer_dir, target, shots, seed, settings, finetune_cfg,
-                              device, trust_remote_code)
-    row = {"start": start, **row}
-    write_parquet(pd.DataFrame([row]), metrics_path)
-    return row
-
-
-# --- Tables 2 and 3 --------------------------------------------------------------------------
 
 def shots_order(shots: str) -> tuple[int, int]:
     return (0, 0) if shots == "full" else (1, int(shots))
@@ -255,14 +105,14 @@ def markdown(table: pd.DataFrame, runs: pd.DataFrame, tolerance: float) -> str:
              f"Test accuracy (%) after {method} from each start, mean over {seeds} seed(s); gain = start - pretrained "
              "in points, paired by seed, with its 95% t interval over seeds in brackets (none for one seed). A tie "
              f"is |gain| <= {tolerance:g} points or an interval that holds 0 (the paper's Table 2 counts reproduce "
-             f"at {PAPER_TOLERANCE:g}). The mean gain's interval resamples targets and the seeds within them. "
+             f"at {CENTROID_TIE:g}). The mean gain's interval resamples targets and the seeds within them. "
              "A start beats the majority class when its accuracy exceeds the majority rate by more than "
              f"{MAJORITY_Z:g} binomial standard errors; a target where neither the start nor the pretrained model "
              "does is counted as both at chance, not as a win, tie or loss.", ""]
     for shots in sorted(table.shots.unique(), key=shots_order):
         part = table[table.shots == shots]
         datasets = sorted(part.target.unique())
-        paper = PAPER["full" if shots == "full" else "few"]
+        paper = CENTROID_START["full" if shots == "full" else "few"]
         title = "full training set" if shots == "full" else f"at most {shots} training examples"
         lines += [f"## {title} (paper: {paper['table']})", ""]
         starts = [s for s in STARTS if s in set(part.start)]
@@ -311,3 +161,40 @@ def centroid_table(metric_paths, table_path, runs_path, markdown_path, tolerance
         w, t, l, c = outcome_counts(table, shots, "centroid") if "centroid" in set(table.start) else (0, 0, 0, 0)
         log.info("shots %s: centroid %d wins, %d ties, %d losses, %d both at chance", shots, w, t, l, c)
     return table
+
+
+def centroid_gains(table, path, tolerance: float) -> None:
+    """Fig. 6 / 14 style: the gain over the pretrained start per target, one panel per shots setting.
+
+    `table` is gains(): columns shots, target, start, gain, gain_lo, gain_hi. Bars per
+    start (the pretrained start itself is the zero line), whiskers the interval over seeds; the grey
+    band is |gain| <= tolerance (a tie); hatched, faded bars are targets where both starts are at chance.
+    """
+    table = table[table.start != "pretrained"]
+    settings = sorted(table.shots.unique(), key=shots_order)
+    starts = list(dict.fromkeys(table.start))
+    fig = new_figure((max(6.0, 0.7 * table.target.nunique() * len(starts) + 2), 3.6 * len(settings)))
+    axes = fig.subplots(len(settings), 1, squeeze=False)[:, 0]
+    colours = group_colours(starts)
+    width = 0.8 / max(len(starts), 1)
+    for ax, shots in zip(axes, settings):
+        part = table[table.shots == shots]
+        targets = sorted(part.target.unique())
+        x = np.arange(len(targets))
+        ax.axhspan(-tolerance, tolerance, color="0.85", zorder=0, label=f"tie (|gain| <= {tolerance:g})")
+        ax.axhline(0, color="black", linewidth=0.8)
+        for i, start in enumerate(starts):
+            rows = part[part.start == start].set_index("target").reindex(targets)
+            errors = np.nan_to_num(np.vstack([rows.gain - rows.gain_lo, rows.gain_hi - rows.gain]))
+            bars = ax.bar(x + (i - (len(starts) - 1) / 2) * width, rows.gain, width, yerr=errors,
+                          color=colours[start], label=start, capsize=2)
+            for bar, outcome in zip(bars, rows.outcome):
+                if outcome == "both at chance":
+                    bar.set_hatch("//")
+                    bar.set_alpha(0.4)
+        ax.set_xticks(x, [f"{t}\n(both at chance)" if (part[part.target == t].outcome == "both at chance").all()
+                          else t for t in targets], rotation=30, ha="right")
+        ax.set_ylabel("gain over pretrained (points)")
+        ax.set_title("full training set" if shots == "full" else f"at most {shots} training examples")
+        ax.legend(fontsize="small")
+    save_figure(fig, path)

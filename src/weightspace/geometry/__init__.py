@@ -1,0 +1,1 @@
+"""§2.3, §4, App. B-D: task-vector similarity, spectral clustering and t-SNE of finetuned models."""
