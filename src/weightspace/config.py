@@ -9,6 +9,7 @@ expected.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import re
 from pathlib import Path
@@ -82,6 +83,12 @@ def _yaml_problem(err: yaml.YAMLError) -> str:
     return str(err).splitlines()[0]
 
 
+@functools.cache
+def _schema(path: str) -> dict:
+    """The config schema, read once per process (validation and experiment_settings both use it)."""
+    return load_yaml(path)
+
+
 def validated_config(config, schema_path, source: str = "config") -> dict:
     """Return a copy of `config` with defaults filled in, or raise a one-line WeightspaceError.
 
@@ -91,7 +98,7 @@ def validated_config(config, schema_path, source: str = "config") -> dict:
     """
     if not isinstance(config, dict):
         raise WeightspaceError(f"{source}: expected a mapping of keys at the top level, got a {type(config).__name__}")
-    schema = load_yaml(schema_path)
+    schema = _schema(str(schema_path))
     config = copy.deepcopy(dict(config))
     validator = _Validator(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
@@ -247,7 +254,7 @@ EXPERIMENTS = ("geometry", "region", "centroid")
 def experiment_settings(config: dict, schema_path) -> dict[str, dict]:
     """Each experiment section of a validated config; one the config leaves out (it is off) reads as
     the schema's defaults, so that the rules can be defined whatever the config runs."""
-    schema = yaml.safe_load(Path(schema_path).read_text())
+    schema = _schema(str(schema_path))
     settings = {}
     for name in EXPERIMENTS:
         if config.get(name) is not None:

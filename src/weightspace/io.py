@@ -158,24 +158,27 @@ def _sort_metadata(path: Path) -> None:
 
 
 def tensor_names(path) -> list[str]:
-    with open_weights([path]) as files:
-        return list(next(iter(files.values())).keys())
+    with open_safetensors(path) as f:
+        return list(f.keys())
 
 
 def load_tensors(path, names=None) -> dict[str, torch.Tensor]:
     """Read all tensors, or only `names`, from a safetensors file (never unpickles)."""
-    with open_weights([path]) as files:
-        f = next(iter(files.values()))
+    with open_safetensors(path) as f:
         return {k: f.get_tensor(k) for k in (names if names is not None else f.keys())}
+
+
+def open_safetensors(path):
+    """A safetensors file (or a model folder's), memory-mapped, as a context manager."""
+    return safe_open(str(safetensors_file(path)), framework="pt")
 
 
 @contextmanager
 def open_weights(paths) -> Iterator[dict[Path, object]]:
-    """Open each distinct safetensors file (or model folder) once, memory-mapped; all closed, and
-    unmapped, on exit."""
+    """Open each distinct safetensors file (or model folder) once; all closed, and unmapped, on exit."""
     with ExitStack() as stack:
         files = {}
         for path in map(Path, paths):
             if path not in files:
-                files[path] = stack.enter_context(safe_open(str(safetensors_file(path)), framework="pt"))
+                files[path] = stack.enter_context(open_safetensors(path))
         yield files

@@ -19,9 +19,10 @@ from .io import open_weights, save_tensors
 from .paths import format_alpha
 
 
-def aligned_tensors(checkpoints: Sequence, pretrained_dir) -> Iterator[tuple[str, torch.Tensor, list[torch.Tensor]]]:
+def aligned_tensors(checkpoints: Sequence, pretrained_dir) -> Iterator[tuple[str, torch.Tensor, Iterator[torch.Tensor]]]:
     """Per tensor of the pretrained encoder, in its order: (name, pretrained tensor, each
-    checkpoint's tensor under that name), read lazily from the memory-mapped files.
+    checkpoint's tensor under that name, read as the iterator is consumed), so that one member's
+    copy of a tensor is in memory at a time. Consume it before the next name.
 
     A tensor a checkpoint lacks (an unused pooler) did not move: the pretrained one stands in. Each
     file is opened once and closed when the loop ends (or is abandoned).
@@ -35,7 +36,7 @@ def aligned_tensors(checkpoints: Sequence, pretrained_dir) -> Iterator[tuple[str
         maps = [encoder_key_map(h.keys(), names) for h in members]
         for name in names:
             w0 = base.get_tensor(name)
-            yield name, w0, [w0 if m[name] is None else h.get_tensor(m[name]) for h, m in zip(members, maps)]
+            yield name, w0, (w0 if m[name] is None else h.get_tensor(m[name]) for h, m in zip(members, maps))
 
 
 def combined_tensors(checkpoints: Sequence, coefficients: Sequence[float], pretrained_dir) -> dict[str, torch.Tensor]:

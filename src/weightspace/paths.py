@@ -70,8 +70,8 @@ def finetuned_path(dataset: str, seed, size=None, base: str | None = None) -> st
     return "/".join(parts + [f"seed{seed}"])
 
 
-def finetuned_id(dataset: str, seed, size=None, base: str | None = None) -> str:
-    return f"finetuned/{finetuned_path(dataset, seed, size, base)}"
+def finetuned_id(dataset: str, seed) -> str:
+    return f"finetuned/{finetuned_path(dataset, seed)}"
 
 
 def centroid_id(granularity: str, member_set: str) -> str:

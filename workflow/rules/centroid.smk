@@ -1,7 +1,7 @@
 # §7, App. H: the leave-one-dataset-out centroid (and other centres) as the start of BitFit / LoRA
 # (weightspace.centroid). Helpers: centre_members, efficient_start and efficient_metrics in common.smk.
 CENTROID = SETTINGS["centroid"]
-CENTROID_GROUP = one_of(centroid_plan().group_datasets(config))
+CENTROID_GROUP = one_of(centroid_plan.group_datasets(config))
 
 
 rule centroid:
@@ -69,7 +69,7 @@ rule centroid_table:
     conda:
         ENVIRONMENT
     input:
-        metrics=section_inputs("centroid", [efficient_metrics(*job) for job in centroid_plan().grid(config)]),
+        metrics=section_inputs("centroid", [efficient_metrics(*job) for job in centroid_plan.grid(config)]),
     output:
         table=paths.table("centroid"),
         runs=paths.table("centroid_runs"),

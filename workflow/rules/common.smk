@@ -7,8 +7,11 @@ import sys
 from pathlib import Path
 
 from weightspace import paths
+from weightspace.centroid import plan as centroid_plan
 from weightspace.config import experiment_settings, families_of, load_yaml, validated_config
 from weightspace.errors import WeightspaceError
+from weightspace.geometry import plan as geometry_plan
+from weightspace.region.plan import TABLE_ROLES, in_stats_paths, line_recipe, recipe_files, region_plan
 
 ROOT = Path(workflow.basedir)
 SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
@@ -42,9 +45,7 @@ def one_of(names):
 
 
 def geometry_experiments():
-    from weightspace.geometry.plan import experiment_names
-
-    return experiment_names(config)
+    return geometry_plan.experiment_names(config)
 
 
 wildcard_constraints:
@@ -111,14 +112,12 @@ def finetune_metrics_files():
 def geometry_models(experiment):
     """The models of a `geometry` experiment: records, finetuned and pretrained weights, and the
     weights each is measured from (None: zero)."""
-    from weightspace.geometry.plan import experiment_members, reference_bases
-
-    members = experiment_members(config, experiment)
+    members = geometry_plan.experiment_members(config, experiment)
     return {
         "records": [m.record() for m in members],
         "weights": [finetuned_weights(m.path) for m in members],
         "pretrained": [pretrained_weights(m.base) for m in members],
-        "reference": [None if b is None else pretrained_weights(b) for b in reference_bases(config, experiment)],
+        "reference": [None if b is None else pretrained_weights(b) for b in geometry_plan.reference_bases(config, experiment)],
     }
 
 
@@ -140,25 +139,16 @@ def experiment_records(wildcards):
 
 def experiment_grouping(wildcards):
     """The experiment's groupings (`group_by`) and what its vectors are measured from."""
-    from weightspace.geometry.plan import experiment_reference, group_by
-
-    return {"group_by": group_by(config, wildcards.experiment),
-            "reference": experiment_reference(config, wildcards.experiment)}
+    return {"group_by": geometry_plan.group_by(config, wildcards.experiment),
+            "reference": geometry_plan.experiment_reference(config, wildcards.experiment)}
 
 
 # -- centroid --------------------------------------------------------------------------------------
 
 
-def centroid_plan():
-    from weightspace.centroid import plan
-
-    return plan
-
-
 def centre_members(wildcards):
     """Weights of the models finetuned on the centroid group's other datasets, by dataset."""
-    plan = centroid_plan()
-    others = plan.leave_one_out(plan.group_datasets(config), wildcards.target)
+    others = centroid_plan.leave_one_out(centroid_plan.group_datasets(config), wildcards.target)
     return {d: [finetuned_weights(paths.finetuned_path(d, s)) for s in SEEDS] for d in others}
 
 
@@ -187,8 +177,6 @@ def efficient_metrics(target, start, shots, seed):
 @functools.cache
 def region():
     """The plan of the config's `region` section: every model, its recipe and targets."""
-    from weightspace.region.plan import region_plan
-
     return region_plan(config)
 
 
@@ -216,8 +204,6 @@ def probed_model(wildcards):
 def probe_recipe(wildcards):
     """The recipe of the model a probe job scores, its model ids as files (a line point outside the
     configured alphas gets the line's recipe)."""
-    from weightspace.region.plan import line_recipe, recipe_files
-
     model = probed_model(wildcards)
     if model in region().models:
         return recipe_files(model, region().models[model])
@@ -263,14 +249,10 @@ def probe_settings():
 
 def region_probes(part):
     """The probe results one part of the region tables reads (weightspace.region.plan.TABLE_ROLES)."""
-    from weightspace.region.plan import TABLE_ROLES
-
     return section_inputs("region", [paths.probe_result(m) for m in region().probe_ids(TABLE_ROLES[part])])
 
 
 def region_stats():
-    from weightspace.region.plan import in_stats_paths
-
     return list(in_stats_paths(region()).values())
 
 

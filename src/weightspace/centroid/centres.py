@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-import numpy as np
 import torch
 from peft.utils.merge_utils import ties
 
@@ -52,12 +51,11 @@ def ties_merge(members: Mapping[str, Sequence], pretrained_dir, out_dir, density
     models = [m for seeds in members.values() for m in seeds]
     for model in models:
         check_checkpoint(model, pretrained_dir)
-    bounds = np.cumsum([0, *(len(seeds) for seeds in members.values())])
     merged = {}
     for name, w0, tensors in aligned_tensors(models, pretrained_dir):
         start = w0.to(torch.float32)
-        vectors = [torch.stack([t.to(torch.float32) for t in tensors[a:b]]).mean(0) - start
-                   for a, b in zip(bounds[:-1], bounds[1:])]
+        vectors = [torch.stack([next(tensors).to(torch.float32) for _ in seeds]).mean(0) - start
+                   for seeds in members.values()]
         merged[name] = (start + scale * ties(vectors, torch.ones(len(vectors)), density)).to(w0.dtype)
     save_encoder(merged, pretrained_dir, out_dir,
                  metadata={"centre": "ties", "density": density, "scale": scale, "datasets": ",".join(members)})

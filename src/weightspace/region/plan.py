@@ -65,9 +65,8 @@ class Plan:
 
     def probe_ids(self, roles=None) -> list[str]:
         """The models that are probed: all of them, or those with a use in `roles`."""
-        if roles is None:
-            return sorted(m for m in self.targets if self.targets[m])
-        return sorted({r["model"] for r in self.rows if r["role"] in roles and self.targets[r["model"]]})
+        plan = self if roles is None else self.only(roles)
+        return sorted(m for m in plan.targets if plan.targets[m])
 
     def only(self, roles) -> "Plan":
         """The plan's uses in `roles`: their rows and the models they use."""
