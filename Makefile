@@ -2,13 +2,14 @@
 # make test: set up .venv and run the whole test suite.
 # make report: the HTML report of the finished demo (results/report.html).
 # make test-slurm: start a local one-node SLURM (root, Debian) and run the workflow on it.
+# make slurm-profile: install profiles/slurm as the named profile, for `snakemake --profile slurm`.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CORES ?= 2
 
-.PHONY: setup demo report test test-slurm bench lint clean
+.PHONY: setup demo report test test-slurm slurm-profile bench lint clean
 
 setup: $(STAMP)
 
@@ -39,6 +40,22 @@ test-slurm: $(STAMP)
 	scripts/slurm/start.sh
 	WEIGHTSPACE_SLURM_TESTS=1 timeout -k 30 2400 $(BIN)/python -m pytest -q -rs tests/slurm; \
 	rc=$$?; [ -n "$(KEEP_SLURM)" ] || scripts/slurm/stop.sh; exit $$rc
+
+# `snakemake --profile NAME` looks for a folder NAME in the working directory, then in Snakemake's
+# user and site config folders (platformdirs: $XDG_CONFIG_HOME/snakemake, else ~/.config/snakemake,
+# on Linux), never under profiles/. This links profiles/slurm into the user folder, asking the
+# Python that runs Snakemake where that is; a link, so that edits to profiles/slurm take effect.
+# Someone else's `slurm` profile there is left alone.
+SNAKEMAKE_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+slurm-profile:
+	@dir=$$($(SNAKEMAKE_PYTHON) -c 'from snakemake.common import get_appdirs; print(get_appdirs().user_config_dir)' 2>/dev/null) || \
+		{ echo "error: $(SNAKEMAKE_PYTHON) has no Snakemake: make slurm-profile SNAKEMAKE_PYTHON=<its python>" >&2; exit 1; }; \
+	link="$$dir/slurm"; target="$(CURDIR)/profiles/slurm"; \
+	if [ -L "$$link" ] && [ "$$(readlink "$$link")" = "$$target" ]; then echo "$$link -> $$target (already there)"; exit 0; fi; \
+	if [ -e "$$link" ] || [ -L "$$link" ]; then \
+		echo "error: $$link exists and is not this profile: remove it, or run snakemake --profile profiles/slurm" >&2; exit 1; fi; \
+	mkdir -p "$$dir" && ln -s "$$target" "$$link" && \
+	echo "$$link -> $$target: from this folder, snakemake --profile slurm runs the workflow on SLURM"
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

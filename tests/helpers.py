@@ -100,6 +100,35 @@ def make_tiny_roberta(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
+def make_tiny_classifier(base: Path, folder: Path, num_labels: int, seed: int, scale: float = 0.02) -> Path:
+    """A model folder finetuned elsewhere, as far as its weights tell: the base's encoder moved by seeded
+    noise of `scale`, with a classification head of `num_labels`."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(seed)
+    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=num_labels)
+    with torch.no_grad():
+        for tensor in model.base_model.parameters():
+            tensor.add_(scale * torch.randn_like(tensor))
+    model.save_pretrained(folder)
+    return folder
+
+
+def make_tiny_adapter(base: Path, folder: Path, num_labels: int, seed: int) -> Path:
+    """A peft LoRA adapter (rank 4 on query and value, a classification head) with random factors."""
+    import torch
+    from peft import LoraConfig, TaskType, get_peft_model
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(seed)
+    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=num_labels)
+    lora = LoraConfig(task_type=TaskType.SEQ_CLS, r=4, lora_alpha=8, target_modules=["query", "value"],
+                      init_lora_weights=False)
+    get_peft_model(model, lora).save_pretrained(folder)
+    return folder
+
+
 def anchored(config: dict, folder: Path) -> dict:
     """`config` with its model path and dataset files relative to `folder` made absolute."""
     config = copy.deepcopy(config)
@@ -131,9 +160,12 @@ def tiny_workdir(folder: Path) -> Path:
     return folder / "config.yaml"
 
 
-def paper_workdir(folder: Path) -> Path:
-    """A working directory for the paper config: its ISEAR files, which users export themselves
-    (config/config.yaml), stand in as empty placeholders so that the config validates."""
+def shipped_workdir(folder: Path) -> Path:
+    """A working directory for the shipped configs, which run from the repository root: the demo's
+    external checkpoints (resources/, linked), and the paper config's ISEAR files, which users export
+    themselves (config/config.yaml), as empty placeholders so that the config validates."""
+    if not (folder / "resources").exists():
+        (folder / "resources").symlink_to(ROOT / "resources")
     (folder / "data/isear").mkdir(parents=True, exist_ok=True)
     for split in ("train", "test"):
         (folder / f"data/isear/{split}.csv").write_text("text,emotion\n")

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import ROOT, paper_workdir
+from helpers import ROOT, shipped_workdir
 from weightspace.centroid.centres import centroid, task_arithmetic, ties_merge
 from weightspace.centroid.plan import leave_one_out
 from weightspace.checkpoints import encoder_key_map
@@ -27,15 +27,16 @@ def test_centroid_is_the_mean_of_the_other_datasets_models(tiny_run):
     workdir, _ = tiny_run
     pretrained = load_tensors(workdir / PRETRAINED / "model.safetensors")
     got = load_tensors(workdir / "results/models/centroid/tiny_topic/model.safetensors")
-    assert got.keys() == pretrained.keys()
+    # a start to finetune from holds what RoBERTa's classifier reads: every encoder tensor but the pooler
+    assert set(got) == {n for n in pretrained if not n.startswith("pooler.")}
     models = [load_tensors(p) for ps in _members(workdir, ["tiny_pair", "tiny_sent"]).values() for p in ps]
     moved = 0
-    for name in pretrained:
+    for name in got:
         tensors = [m[k] if k else pretrained[name] for m in models
                    for k in [encoder_key_map(m.keys(), pretrained.keys())[name]]]
         torch.testing.assert_close(got[name], torch.stack(tensors).mean(0), rtol=0, atol=1e-6)
         moved += not torch.equal(got[name], pretrained[name])
-    assert moved > len(pretrained) // 2
+    assert moved > len(got) // 2
     assert json.loads((workdir / "results/models/centroid/tiny_topic/config.json").read_text())["model_type"] == "roberta"
 
 
@@ -91,8 +92,11 @@ def test_centroid_experiment_end_to_end(tiny_run):
     workdir, config = tiny_run
     runs = pd.concat([pd.read_parquet(p) for p in (workdir / "results/metrics/bitfit").rglob("seed*.parquet")])
     assert len(runs) == 3 * 2  # starts x shots: one target, one seed
-    assert set(runs.start) == {"pretrained", "centroid", "ties"} and set(runs.shots) == {"full", "40"}
-    assert (runs[runs.shots == "40"].train_size == 40).all() and (runs[runs.shots == "full"].train_size > 100).all()
+    # shots: the number of examples, <NA> for the full training set (its folder is still full/)
+    assert set(runs.start) == {"pretrained", "centroid", "ties"} and runs.shots.dtype == "Int64"
+    assert runs.shots.isna().sum() == 3 and set(runs.shots.dropna()) == {40}
+    assert (runs[runs.shots.eq(40).fillna(False)].train_size == 40).all()
+    assert (runs[runs.shots.isna()].train_size > 100).all()
     # BitFit trains a sliver: biases and the head (a large share of this 22K-parameter model)
     assert (runs.trainable_params < 0.1 * runs.total_params).all()
     log = (workdir / "logs/bitfit/tiny_topic/centroid/full/seed1.log").read_text()
@@ -102,15 +106,25 @@ def test_centroid_experiment_end_to_end(tiny_run):
     assert all(len(steps) and steps[-1] == n and (steps[:-1] % every == 0).all()
                for steps, n in zip(runs.log_validation_step, runs.steps))
     assert (runs.kept_step <= runs.steps).all() and runs.validation_loss.notna().all()
-    curves = pd.read_parquet(workdir / "results/tables/centroid_runs.parquet")
-    assert {"log_train_loss", "log_validation_loss", "log_validation_accuracy", "kept_step"} <= set(curves.columns)
+    table_runs = pd.read_parquet(workdir / "results/tables/centroid_runs.parquet")
+    assert {"kept_step", "validation_loss", "gain"} <= set(table_runs.columns)
+    assert not any(c.startswith("log_") for c in table_runs.columns)
+    curves = pd.read_parquet(workdir / "results/tables/centroid_curves.parquet")
+    assert set(zip(curves.split, curves.metric)) == {("train", "loss"), ("validation", "loss"), ("validation", "accuracy")}
+    per_run = curves.groupby(["target", "start", "shots", "seed", "split", "metric"], dropna=False).size()
+    assert len(per_run) == 6 * 3
+    # a run's validation curve is its metrics file's, point for point
+    one = runs[(runs.start == "centroid") & runs.shots.isna()].iloc[0]
+    got = curves[(curves.start == "centroid") & curves.shots.isna() & (curves.split == "validation")
+                 & (curves.metric == "loss")]
+    assert list(got.step) == list(one.log_validation_step) and list(got.value) == list(one.log_validation_loss)
     table = pd.read_parquet(workdir / "results/tables/centroid.parquet")
     assert len(table) == 6 and set(table.outcome.dropna()) <= {"win", "tie", "loss", "both at chance"}
     assert {"majority", "above_majority"} <= set(table.columns)
     assert table[table.start == "pretrained"].gain.eq(0).all()
     # the paper's effect at toy scale: a random 2-layer encoder cannot route topic words to the first
     # token by its biases alone; the centroid of the sentiment and topic-pair models can.
-    full = table[table.shots == "full"].set_index("start")
+    full = table[table.shots.isna()].set_index("start")
     assert full.loc["centroid", "gain"] > 5 and full.loc["centroid", "outcome"] == "win"
     md = (workdir / "results/tables/centroid.md").read_text()
     assert "## full training set" in md and "## at most 40 training examples" in md
@@ -120,13 +134,33 @@ def test_centroid_experiment_end_to_end(tiny_run):
     assert (workdir / "results/models/centre/ties/tiny_topic/model.safetensors").exists()
 
 
+@pytest.mark.slow
+def test_the_workflows_model_folders_load_with_plain_transformers(tiny_run):
+    """A finetuned model and the centres: tokenizer, label names, card and the command that made each."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    workdir, _ = tiny_run
+    vocabulary = AutoTokenizer.from_pretrained(workdir / PRETRAINED).get_vocab()
+    finetuned = "results/models/finetuned/tiny_sent/seed1"
+    assert AutoConfig.from_pretrained(workdir / finetuned).id2label == {0: "neg", 1: "pos"}
+    for folder in (finetuned, "results/models/centroid/tiny_topic", "results/models/centre/ties/tiny_topic"):
+        assert AutoTokenizer.from_pretrained(workdir / folder).get_vocab() == vocabulary
+        card = (workdir / folder / "README.md").read_text()
+        assert card.startswith("---\nlibrary_name: transformers\nbase_model: tiny\n")
+        assert f"```\nsnakemake --cores 1 {folder}/model.safetensors\n```\n" in card
+    _, info = AutoModelForSequenceClassification.from_pretrained(
+        workdir / "results/models/centroid/tiny_topic", num_labels=3, output_loading_info=True)
+    # the classifier reads every tensor: only its new head is missing
+    assert not info["unexpected_keys"] and all(k.startswith("classifier.") for k in info["missing_keys"])
+
+
 @pytest.mark.parametrize("configfile, jobs", [
     pytest.param("config/config.yaml", {"centroid": 12, "efficient_finetune": 12 * 2 * 2 * 5}, marks=pytest.mark.slow),
     ("config/demo.yaml", {"centroid": 3, "efficient_finetune": 3 * 2 * 1 * 1}),
 ])
 def test_shipped_configs_dry_run_the_grid(tmp_path, configfile, jobs):
     proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--snakefile", str(ROOT / "Snakefile"),
-                           "--directory", str(paper_workdir(tmp_path)), "--configfile", str(ROOT / configfile),
+                           "--directory", str(shipped_workdir(tmp_path)), "--configfile", str(ROOT / configfile),
                            "--until", "centroid_plot"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     counts = {line.split()[0]: int(line.split()[1]) for line in proc.stdout.splitlines()

@@ -57,9 +57,9 @@ def test_the_tiny_runs_claims_table_covers_every_section_with_intervals(tiny_cla
     first = claims.iloc[0]
     assert first.claim.startswith("the probe's loss is no worse") and first.verdict == "holds"
     # numbers are the tables' own: PB and its interval, clustering over states
-    pb = pd.read_parquet(tables / "pb.parquet").set_index("granularity")
+    pb = pd.read_parquet(tables / "pb.parquet").set_index(["granularity", "a", "b"])
     row = claims[(claims.statistic == "PB(In', Ex) %") & (claims.scope == "general")].iloc[0]
-    assert (row.value, row.lo, row.hi) == tuple(pb.loc["general", ["pb_hull_ex", "pb_hull_ex_lo", "pb_hull_ex_hi"]])
+    assert (row.value, row.lo, row.hi) == tuple(pb.loc[("general", "hull", "ex"), ["pb", "pb_lo", "pb_hi"]])
     assert row.lo <= row.value <= row.hi
     clustering = pd.read_parquet(tables / "clustering.parquet")
     by_dataset = clustering[(clustering.metric == "cosine") & (clustering.granularity == "dataset")].iloc[0]
@@ -76,8 +76,8 @@ def test_pb_and_centroid_tables_print_intervals(tiny_run):
     workdir, _ = tiny_run
     tables = workdir / "results/tables"
     pb = pd.read_parquet(tables / "pb.parquet")
-    for name in ("pb_in_ex", "pb_hull_ex", "pb_hull_in"):
-        assert (pb[f"{name}_lo"] <= pb[name]).all() and (pb[name] <= pb[f"{name}_hi"]).all()
+    assert len(pb) == 3 * 3  # every granularity, the three comparisons
+    assert (pb.pb_lo <= pb.pb).all() and (pb.pb <= pb.pb_hi).all()
     assert " [" in (tables / "pb.md").read_text()
     runs = pd.read_parquet(tables / "centroid_runs.parquet")
     assert {"gain", "accuracy", "start", "seed"} <= set(runs.columns)
@@ -97,8 +97,8 @@ def test_effects_compare_each_point_with_its_reference_and_flag_disagreements():
     effects = effects_table(losses).set_index("x")
     assert effects.loc[0.5, "comparison"] == "interpolation"
     assert effects.loc[0.5, "dloss"] == pytest.approx(0.45 - 0.55)
-    assert effects.loc[-1.0, "reference"] == "0.0" and effects.loc[-1.0, "dloss"] == pytest.approx(0.4)
-    assert effects.loc[2.0, "reference"] == "1.0" and effects.loc[2.0, "dacc"] == pytest.approx(-0.08)
+    assert effects.loc[-1.0, "reference"] == "w2" and effects.loc[-1.0, "dloss"] == pytest.approx(0.4)
+    assert effects.loc[2.0, "reference"] == "w1" and effects.loc[2.0, "dacc"] == pytest.approx(-0.08)
     assert effects.loc[2.0, "dloss_se"] == pytest.approx(np.hypot(0.01, 0.01))
     # at alpha 2 the accuracy falls by 8 points while the loss falls: the instrument is at fault
     bad = loss_accuracy_disagreements(effects.reset_index())

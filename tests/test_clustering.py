@@ -1,7 +1,5 @@
 """Spectral clustering and its scores; the cluster/plot/table rules; App. B and C on tiny models."""
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -80,9 +78,10 @@ def test_clustering_table_names_the_kernel(tmp_path, kernel):
     similarity = tmp_path / "exp.parquet"
     Similarity(names, vectors @ vectors.T).long_form().to_parquet(similarity)
     summary = tmp_path / "exp.summary.parquet"
+    f1 = tmp_path / "exp.f1.parquet"
     cluster_step(similarity, members, ["dataset"], "shift", kernel, "first_base", 0, 2, summary,
-                 tmp_path / "exp.assignments.parquet", tmp_path / "exp.states.parquet")
-    rows = clustering_table([summary], tmp_path / "table.parquet", tmp_path / "table.md")
+                 tmp_path / "exp.assignments.parquet", tmp_path / "exp.states.parquet", f1)
+    rows = clustering_table([summary], [f1], tmp_path / "table.parquet", tmp_path / "f1.parquet", tmp_path / "table.md")
     assert rows.set_index("metric").loc["euclidean", "affinity"] == kernel
     md = (tmp_path / "table.md").read_text()
     named = {"authors": "Euclidean: affinity from the distance d (authors: exp(-d^2 / 2), the authors' exp(-D / 2)",
@@ -113,7 +112,9 @@ def test_cluster_rule_table_and_plots(tiny_run):
     by = rows.set_index(["granularity", "metric"])
     assert by.loc[("dataset", "cosine"), "k"] == 3 and by.loc[("family", "cosine"), "k"] == 2
     assert by.loc[("dataset", "cosine"), "accuracy"] == 1.0  # 2 seeds x 3 datasets, cleanly apart
-    assert set(json.loads(by.loc[("family", "cosine"), "f1"])) == {"sentiment", "topic"}
+    f1 = pd.read_parquet(workdir / "results/tables/clustering_f1.parquet")
+    assert set(f1[(f1.granularity == "family") & (f1.metric == "cosine")].group) == {"sentiment", "topic"}
+    assert len(f1) == 2 * (3 + 2) and f1[["f1", "f1_majority"]].apply(lambda c: c.between(0, 1)).all().all()
     assigned = pd.read_parquet(workdir / "results/metrics/clustering/tiny.assignments.parquet")
     fam = assigned[(assigned.granularity == "family") & (assigned.metric == "cosine")].set_index("model")
     assert fam.loc["tiny_pair/seed1", "group"] == "topic" and fam.loc["tiny_sent/seed2", "group"] == "sentiment"

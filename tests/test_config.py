@@ -5,14 +5,14 @@ import sys
 import pytest
 import yaml
 
-from helpers import MINIMAL, ROOT, SCHEMA, paper_workdir
+from helpers import MINIMAL, ROOT, SCHEMA, shipped_workdir
 from weightspace.config import load_yaml, validated_config
 from weightspace.errors import WeightspaceError
 
 
 @pytest.mark.parametrize("name", ["config.yaml", "demo.yaml"])
 def test_shipped_configs_are_valid(name, tmp_path, monkeypatch):
-    monkeypatch.chdir(paper_workdir(tmp_path))
+    monkeypatch.chdir(shipped_workdir(tmp_path))
     config = validated_config(load_yaml(ROOT / "config" / name), SCHEMA)
     assert config["finetune"]["seeds"]
     assert set(sum(config["families"].values(), [])) <= set(config["datasets"])

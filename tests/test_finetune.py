@@ -1,3 +1,5 @@
+import shutil
+
 import pandas as pd
 import pytest
 import torch
@@ -25,11 +27,11 @@ def setup(tmp_path_factory):
     return tmp, base, ft
 
 
-def _run(setup, name, seed=1, **override):
+def _run(setup, name, seed=1, command=None, **override):
     tmp, base, ft = setup
     out = tmp / name
     row = finetune(tmp / "data", base, out, out / "metrics.parquet", "tiny_sent", seed, {**ft, **override},
-                   torch.device("cpu"))
+                   torch.device("cpu"), command=command)
     return out, row
 
 
@@ -39,6 +41,10 @@ def test_same_seed_gives_bit_identical_weights(setup):
     wa, wb = load_tensors(a / "model.safetensors"), load_tensors(b / "model.safetensors")
     assert wa.keys() == wb.keys()
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    # the card, the config and the tokenizer files are the same bytes too
+    others = sorted(p.name for p in a.iterdir() if p.suffix in (".json", ".md"))
+    assert {"README.md", "config.json", "tokenizer.json"} <= set(others)
+    assert all((a / name).read_bytes() == (b / name).read_bytes() for name in others)
     c, _ = _run(setup, "c", seed=2)
     wc = load_tensors(c / "model.safetensors")
     assert not torch.equal(wa["classifier.out_proj.weight"], wc["classifier.out_proj.weight"])
@@ -128,3 +134,62 @@ def test_without_patience_the_curve_is_recorded_and_the_last_weights_kept(setup)
     assert list(row["log_validation_step"]) == [5, 10, 15, 18] and row["kept_step"] == row["steps"] == 18
     assert not row["stopped_early"] and row["validation_loss"] == list(row["log_validation_loss"])[-1]
     assert _validation_loss(out, setup) == pytest.approx(row["validation_loss"], rel=1e-5)
+
+
+def test_the_finetuned_folder_loads_with_plain_transformers(setup):
+    """Tokenizer, label names and card in the folder: transformers' pipeline predicts what the library scores."""
+    import yaml
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+    from weightspace.data import read_split
+    from weightspace.finetuning import encode
+    from weightspace.models import load_tokenizer
+
+    tmp, base, ft = setup
+    out, row = _run(setup, "hf", command="snakemake --cores 1 results/models/finetuned/tiny_sent/seed1/model.safetensors")
+    assert AutoTokenizer.from_pretrained(out).get_vocab() == load_tokenizer(base).get_vocab()
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    assert model.config.id2label == {0: "neg", 1: "pos"} and model.config.label2id == {"neg": 0, "pos": 1}
+
+    test = read_split(tmp / "data", "test").head(12)
+    features = encode(test, load_tokenizer(base), ft["max_length"])
+    with torch.no_grad():
+        ours = [int(model(input_ids=torch.tensor([f["input_ids"]])).logits.argmax(-1)) for f in features]
+    classify = pipeline("text-classification", model=str(out), device="cpu")
+    assert [p["label"] for p in classify(test["text_a"].tolist())] == [model.config.id2label[i] for i in ours]
+
+    card = (out / "README.md").read_text()
+    _, front, body = card.split("---\n", 2)
+    assert yaml.safe_load(front) == {"library_name": "transformers", "base_model": "base",
+                                     "pipeline_tag": "text-classification", "tags": ["weightspace"]}
+    assert f"- test accuracy: {row['test_accuracy']:.4g}\n" in body and "- dataset: tiny_sent\n" in body
+    assert f"- majority baseline (test accuracy): {row['majority_test_accuracy']:.4g}\n" in body
+    assert "- seed: 1\n" in body and f"- train size: {row['train_size']}\n" in body
+    assert "snakemake --cores 1 results/models/finetuned/tiny_sent/seed1/model.safetensors" in body
+
+
+def test_a_new_head_loads_quietly_and_a_checkpoint_that_does_not_fit_is_a_warning(tmp_path, caplog, capfd):
+    """transformers' load report of an expected new head stays out of the job's output; an encoder
+    tensor the checkpoint lacks is still said, in the log."""
+    import logging
+
+    from helpers import make_tiny_roberta
+    from weightspace.io import load_tensors, save_tensors
+    from weightspace.models import load_classifier
+
+    base = make_tiny_roberta(tmp_path / "base")
+    capfd.readouterr()
+    with caplog.at_level(logging.INFO):
+        load_classifier(base, 3)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "MISSING" not in capfd.readouterr().err and "LOAD REPORT" not in caplog.text
+
+    cut = tmp_path / "cut"
+    shutil.copytree(base, cut)
+    tensors = load_tensors(cut / "model.safetensors")
+    save_tensors({k: v for k, v in tensors.items() if "layer.1.output.dense" not in k}, cut / "model.safetensors")
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        load_classifier(cut, 3)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert str(cut) in warning and "2 encoder tensors missing" in warning and "layer.1.output.dense" in warning

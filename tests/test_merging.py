@@ -3,10 +3,17 @@ merges that refuse a checkpoint which does not fit the base."""
 
 from __future__ import annotations
 
+import io
+import logging
+import shutil
+import warnings
+
 import pytest
 import torch
+import yaml
 from safetensors import safe_open
-from transformers import AutoModelForSequenceClassification, RobertaConfig, RobertaForSequenceClassification
+from transformers import (AutoModel, AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertModel,
+                          RobertaConfig, RobertaForSequenceClassification)
 
 from weightspace.centroid.centres import centroid, task_arithmetic, ties_merge
 from weightspace.checkpoints import encoder_key_map
@@ -16,9 +23,9 @@ from weightspace.merging import combine, combined_tensors, interpolate, line_coe
 from weightspace.models import load_encoder
 from weightspace.paths import format_alpha
 from weightspace.region.plan import extrapolation_alphas, line_alphas
-from weightspace.region.points import group_stats
+from weightspace.region.points import group_stats, hull_sample
 
-from helpers import make_tiny_roberta
+from helpers import make_tiny_classifier, make_tiny_roberta
 
 
 @pytest.fixture(scope="module")
@@ -172,3 +179,103 @@ def test_merges_refuse_a_checkpoint_that_does_not_fit_the_base(endpoints, misfit
     assert len(message.splitlines()) == 1 and fragment in message, message
     assert message.startswith(str(bad / "model.safetensors")) and str(base / "model.safetensors") in message
     assert not (tmp_path / "out").exists()
+
+
+def loaded(cls, folder, **kwargs):
+    """cls.from_pretrained(folder, **kwargs), the keys transformers found missing and unexpected, and
+    what it logged (its load report) or warned while loading."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger = logging.getLogger("transformers")
+    logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model, info = cls.from_pretrained(folder, output_loading_info=True, **kwargs)
+    finally:
+        logger.removeHandler(handler)
+    return model, info, stream.getvalue() + "".join(str(w.message) for w in caught)
+
+
+def reported_unexpected(said: str) -> set[str]:
+    """The keys a transformers load report marks UNEXPECTED."""
+    return {line.split("|")[0].strip() for line in said.splitlines() if "| UNEXPECTED" in line}
+
+
+COMMAND = "snakemake --cores 1 results/models/centroid/t/model.safetensors"
+WRITERS = {
+    "centroid": lambda ends, base, out: centroid({"a": [ends[0]], "b": [ends[1]]}, base, out, command=COMMAND),
+    "task_arithmetic": lambda ends, base, out: task_arithmetic({"a": [ends[0]], "b": [ends[1]]}, base, out, 0.5),
+    "ties": lambda ends, base, out: ties_merge({"a": [ends[0]], "b": [ends[1]]}, base, out, 0.5, 1.0),
+    "interpolate": lambda ends, base, out: interpolate(ends[0], ends[1], 0.3, base, out),
+    "hull": lambda ends, base, out: hull_sample(ends, [0.25, 0.75], base, out),
+}
+
+
+def test_a_region_centroid_is_its_config_and_weights_alone(endpoints, tmp_path):
+    """The workflow deletes it (temp) once its probes are done: nothing of it may stay behind."""
+    _, base, ends = endpoints
+    group_stats(ends, base, tmp_path / "out", tmp_path / "stats.json")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["config.json", "model.safetensors"]
+
+
+CENTRES = ("centroid", "task_arithmetic", "ties")
+
+
+@pytest.mark.parametrize("writer", sorted(WRITERS))
+def test_a_merged_folder_loads_with_plain_transformers(endpoints, tmp_path, writer):
+    """The folder holds the base's tokenizer and a card. A centre (a start to finetune from) loads into
+    a classifier with only its new head missing; any other merge loads into AutoModel with every tensor
+    read (a classifier, RoBERTa's not using it, leaves its pooler unread)."""
+    _, base, ends = endpoints
+    out = tmp_path / "out"
+    WRITERS[writer](ends, base, out)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md", "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
+    assert AutoTokenizer.from_pretrained(out).get_vocab() == AutoTokenizer.from_pretrained(base).get_vocab()
+    pooler = {"pooler.dense.weight", "pooler.dense.bias"}
+    head = {f"classifier.{m}.{p}" for m in ("dense", "out_proj") for p in ("weight", "bias")}
+    start = writer in CENTRES  # a start to finetune from: only what the classifier reads
+    _, info, said = loaded(AutoModel, out)
+    assert info["missing_keys"] == (pooler if start else set()) and not info["unexpected_keys"]
+    assert bool(said) == start, said
+    _, info, said = loaded(AutoModelForSequenceClassification, out, num_labels=3)
+    assert info["missing_keys"] == head
+    # RobertaForSequenceClassification has no pooler: transformers 5 reports an encoder's as unexpected
+    assert info["unexpected_keys"] == reported_unexpected(said) == (set() if start else pooler)
+    _, front, body = (out / "README.md").read_text().split("---\n", 2)
+    assert yaml.safe_load(front) == {"library_name": "transformers", "base_model": "base", "tags": ["weightspace"]}
+    assert "- base model: base\n" in body
+
+
+def test_a_centroid_card_says_what_it_is_and_what_made_it(endpoints, tmp_path):
+    _, base, ends = endpoints
+    WRITERS["centroid"](ends, base, tmp_path / "c")
+    card = (tmp_path / "c/README.md").read_text()
+    assert "# Centroid of 2 finetuned models\n" in card
+    assert "- centre: centroid\n- datasets: a,b\n- models: 2\n" in card and f"```\n{COMMAND}\n```\n" in card
+    WRITERS["centroid"](ends, base, tmp_path / "again")
+    assert (tmp_path / "again/README.md").read_text() == card
+    WRITERS["ties"](ends, base, tmp_path / "t")
+    card = (tmp_path / "t/README.md").read_text()
+    assert "# TIES merge of 2 datasets' finetuned models (2 models)\n" in card
+    assert "- centre: ties\n- density: 0.5\n- scale: 1\n" in card and "```" not in card
+
+
+def test_a_bert_centroid_loads_into_a_classifier_without_unexpected_keys(endpoints, tmp_path):
+    """BERT's classifier uses the pooler, so a bare BERT encoder loads with only the new head missing."""
+    _, roberta, _ = endpoints
+    base = tmp_path / "bert"
+    config = BertConfig(vocab_size=RobertaConfig.from_pretrained(roberta).vocab_size, hidden_size=64,
+                        num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, max_position_embeddings=72)
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(base)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copyfile(roberta / name, base / name)
+    ends = [make_tiny_classifier(base, tmp_path / f"ft{i}", num_labels=2, seed=i, scale=0.01) for i in (1, 2)]
+    centroid({"a": [ends[0]], "b": [ends[1]]}, base, tmp_path / "c")
+    _, info, said = loaded(AutoModelForSequenceClassification, tmp_path / "c", num_labels=3)
+    assert info["missing_keys"] == {"classifier.weight", "classifier.bias"}
+    assert not info["unexpected_keys"] and "UNEXPECTED" not in said
+    _, info, said = loaded(AutoModel, tmp_path / "c")
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not said, said

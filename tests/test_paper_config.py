@@ -6,7 +6,7 @@ import os
 import pytest
 import yaml
 
-from helpers import ROOT, paper_workdir
+from helpers import ROOT, shipped_workdir
 from weightspace.config import validated_config
 from weightspace.data import prepare_dataset
 
@@ -22,7 +22,7 @@ HF_DATASETS = sorted(name for name, spec in RAW["datasets"].items() if spec["sou
 def config(tmp_path_factory):
     # local dataset files are relative to the working directory, where ISEAR's export would be
     cwd = os.getcwd()
-    os.chdir(paper_workdir(tmp_path_factory.mktemp("paper")))
+    os.chdir(shipped_workdir(tmp_path_factory.mktemp("paper")))
     try:
         return validated_config(RAW, SCHEMA, source=str(PAPER))
     finally:

@@ -19,7 +19,7 @@ from weightspace.models import encoder_with_tensors, load_encoder
 from weightspace.region.plan import dirichlet_coefficients, region_plan
 from weightspace.region.points import (group_stats, hull_sample, leave_centroid, perturbed_pretrained, recipe_tensors,
                                        xavier_direction)
-from weightspace.region.report import pb
+from weightspace.region.report import PB_COMPARISONS, paper_pb, pb
 
 
 def test_pb_on_hand_made_losses():
@@ -225,16 +225,17 @@ def test_bad_alpha_is_reported():
 @pytest.mark.slow
 def test_workflow_writes_the_pb_table_with_the_papers_numbers(tiny_run):
     workdir, config = tiny_run
-    table = pd.read_parquet(workdir / "results/tables/pb.parquet").set_index("granularity")
-    assert set(table.index) == set(config["region"]["granularities"])
-    for column in ("pb_in_ex", "pb_hull_ex", "pb_hull_in"):
-        assert table[column].between(0, 100).all()
-    assert table.loc["same_dataset", "paper_pb_hull_in"] == 88.0
-    assert table.loc["general", "n_ex"] == config["region"]["granularities"]["general"]["ex_random"]
+    pb = pd.read_parquet(workdir / "results/tables/pb.parquet")
+    assert set(pb.granularity) == set(config["region"]["granularities"])
+    assert pb.pb.between(0, 100).all()
+    table = pb.set_index(["granularity", "a", "b"])
+    assert set(table.index) == {(g, a, b) for g in config["region"]["granularities"] for a, b in PB_COMPARISONS}
+    assert table.loc[("general", "in", "ex"), "n_b"] == config["region"]["granularities"]["general"]["ex_random"]
+    assert paper_pb("same_dataset", "hull", "in") == 88.0 and np.isnan(paper_pb("mine", "in", "ex"))
     text = (workdir / "results/tables/pb.md").read_text()
-    assert "PB(In', Ex)" in text and "(75.3)" in text
+    assert "PB(In', Ex)" in text and "(75.3)" in text and "(88)" in text
     # the tiny finetunes learn tiny_sent perfectly: its own models beat the other datasets' on it
-    assert table.loc["same_dataset", "pb_in_ex"] == 100.0
+    assert table.loc[("same_dataset", "in", "ex"), "pb"] == 100.0
 
 
 @pytest.mark.slow

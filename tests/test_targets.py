@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from helpers import MINIMAL, ROOT
+from helpers import MINIMAL, ROOT, shipped_workdir
 
 pytestmark = pytest.mark.slow  # dry runs of the demo config: seconds each
 
@@ -20,7 +20,7 @@ ITEMS = {"fig2_tsne": "geometry", "table1_f1": "geometry", "fig5_extrapolation":
 
 def dry_run(workdir, configfile, *targets) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "snakemake", "-n", *targets, "--snakefile", str(ROOT / "Snakefile"),
-                           "--directory", str(workdir), "--configfile", str(configfile)],
+                           "--directory", str(shipped_workdir(workdir)), "--configfile", str(configfile)],
                           capture_output=True, text=True)
 
 

@@ -7,7 +7,7 @@ import sys
 import pandas as pd
 import pytest
 
-from helpers import ROOT, paper_workdir, run_snakemake
+from helpers import ROOT, run_snakemake, shipped_workdir
 
 
 @pytest.mark.slow
@@ -57,7 +57,7 @@ def test_bad_dataset_fails_with_one_line(tiny_workspace, tmp_path):
 ])
 def test_dry_run_lists_the_grid(tmp_path, configfile, rule_counts):
     proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--snakefile", str(ROOT / "Snakefile"),
-                           "--directory", str(paper_workdir(tmp_path)), "--configfile", str(ROOT / configfile)],
+                           "--directory", str(shipped_workdir(tmp_path)), "--configfile", str(ROOT / configfile)],
                           capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": ""} | _env())
     assert proc.returncode == 0, proc.stderr[-3000:]
     counts = dict(line.split()[:2] for line in proc.stdout.splitlines() if line.split()[:1] and

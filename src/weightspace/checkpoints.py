@@ -18,11 +18,15 @@ from .errors import WeightspaceError
 
 WEIGHTS = "model.safetensors"
 SHARDED_WEIGHTS = "model.safetensors.index.json"
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 FLOATING = {"F64", "F32", "F16", "BF16"}
 PICKLED = {".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"}
+OTHER_WEIGHTS = {".safetensors", ".h5", ".msgpack", ".onnx", ".ot", ".gguf"}
+MODEL_FILES = {"config.json", "generation_config.json", SHARDED_WEIGHTS, "README.md"}
 # Sequence classification drops the pooler of RoBERTa-like encoders; a merge keeps the pretrained one.
 MAY_BE_ABSENT = ("pooler.",)
-CONVERT = "python -c \"import transformers as t; t.AutoModel.from_pretrained('{0}').save_pretrained('{0}')\""
+CONVERT = "python -c \"import transformers as t; t.{1}.from_pretrained('{0}').save_pretrained('{0}')\""
 _LAYER_INDEX = re.compile(r"(?<![^.])\d+(?=\.)")
 
 
@@ -65,14 +69,18 @@ def check_model(name: str, spec: dict, trust_remote_code: bool) -> dict | None:
     if folder is None:
         return None
     try:
-        config = _model_config(folder)
-        _check_model_code(folder, config, trust_remote_code)
-        header = {tensor: (file, *entry)
-                  for file in model_weights(folder) for tensor, entry in tensor_header(file).items()}
-        _check_layers_agree(header)
-        _check_embeddings_fit(header, config)
+        return check_model_folder(folder, trust_remote_code)
     except WeightspaceError as err:
         raise WeightspaceError(f"model '{name}': {err}") from None
+
+
+def check_model_folder(folder: Path, trust_remote_code: bool) -> dict:
+    """The config.json of a model folder, once the folder is fit to load (see check_model)."""
+    config = read_config(folder / "config.json")
+    _check_model_code(folder, config, trust_remote_code)
+    header = {tensor: (file, *entry) for file in model_weights(folder) for tensor, entry in tensor_header(file).items()}
+    _check_layers_agree(header)
+    _check_embeddings_fit(header, config)
     return config
 
 
@@ -90,8 +98,28 @@ def model_weights(folder) -> list[Path]:
                                f"found only {', '.join(others + pickled)}")
     if pickled:
         raise WeightspaceError(f"{folder}: no .safetensors weights (pickled checkpoints are not loaded: "
-                               f"{', '.join(pickled)}); convert them once with {CONVERT.format(folder)}")
+                               f"{', '.join(pickled)}); convert them once with {CONVERT.format(folder, _model_class(folder))}")
     raise WeightspaceError(f"{folder}: no {WEIGHTS}")
+
+
+def _model_class(folder: Path) -> str:
+    """The transformers class that loads a folder's model with its head: its config's architecture."""
+    try:
+        architectures = json.loads((folder / "config.json").read_text()).get("architectures") or []
+    except (OSError, ValueError, AttributeError):
+        architectures = []
+    name = architectures[0] if architectures and isinstance(architectures[0], str) else ""
+    return name if name.isidentifier() else "AutoModel"
+
+
+def tokenizer_files(folder) -> list[str]:
+    """The names of a model folder's files besides its model: the tokenizer's, and any code its
+    config names (auto_map). Weights (of any format), config.json, generation_config.json and the
+    model card are the model's; hidden files and subfolders are left out."""
+    folder = Path(folder)
+    return sorted(p.name for p in folder.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.name not in MODEL_FILES
+                  and p.suffix not in PICKLED | OTHER_WEIGHTS)
 
 
 def check_checkpoint(path, base_path) -> None:
@@ -99,10 +127,11 @@ def check_checkpoint(path, base_path) -> None:
 
     Every floating tensor of the base must be in the checkpoint with its shape (under a head
     prefix such as `roberta.`), but for the pooler a classifier drops; the checkpoint's encoder
-    may hold no tensor the base lacks. `path` and `base_path` are model folders or weights files.
+    may hold no tensor the base lacks. `path` and `base_path` are model folders (sharded or not)
+    or weights files.
     """
-    path, base_path = weights_file(path), weights_file(base_path)
-    tuned, base = tensor_header(path), tensor_header(base_path)
+    path, base_path = _weights_or_folder(path), _weights_or_folder(base_path)
+    tuned, base = checkpoint_header(path), checkpoint_header(base_path)
     prefix = encoder_prefix(tuned, base)
     if prefix is None:
         raise WeightspaceError(f"{path} shares no tensor with the base encoder {base_path} "
@@ -119,6 +148,65 @@ def check_checkpoint(path, base_path) -> None:
         if key.startswith(prefix) and key[len(prefix):] not in base and dtype in FLOATING:
             raise WeightspaceError(f"{path}: tensor '{key}' (shape {list(shape)}) is not in the base encoder "
                                    f"{base_path} (another architecture?)")
+
+
+def checkpoint_kind(folder) -> str:
+    """'adapter' for a peft adapter folder (adapter_config.json), 'model' for a model folder (config.json)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise WeightspaceError(f"{folder}: no such folder")
+    if (folder / ADAPTER_CONFIG).exists():
+        return "adapter"
+    if (folder / "config.json").exists():
+        return "model"
+    raise WeightspaceError(f"{folder}: neither a model folder (config.json) nor a peft adapter ({ADAPTER_CONFIG})")
+
+
+def check_adapter(folder, base_path) -> dict:
+    """The adapter_config.json of a peft adapter folder, once its low-rank factors fit the base model.
+
+    Each factor pair (lora_A: rank x in, lora_B: out x rank) must update a weight of the base with
+    those in and out sizes; the weights must be safetensors. Only headers are read.
+    """
+    folder = Path(folder)
+    config = read_config(folder / ADAPTER_CONFIG)
+    weights = folder / ADAPTER_WEIGHTS
+    if not weights.exists():
+        pickled = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLED)
+        hint = (f" (pickled adapters are not loaded: {', '.join(pickled)}; save it again with peft: "
+                f"PeftModel.from_pretrained(base_model, '{folder}').save_pretrained('{folder}'))" if pickled else "")
+        raise WeightspaceError(f"{folder}: no {ADAPTER_WEIGHTS}{hint}")
+    base = checkpoint_header(base_path)
+    transposed = bool(config.get("fan_in_fan_out"))
+    for key, (shape, _) in tensor_header(weights).items():
+        factor = next((f for f in (".lora_A.weight", ".lora_B.weight") if key.endswith(f)), None)
+        if factor is None:
+            continue
+        module = key[: -len(factor)] + ".weight"
+        target = next((n for n in base if module.endswith("." + n) or module == n), None)
+        if target is None:
+            raise WeightspaceError(f"{weights}: '{key}' updates '{module}', which the base model {base_path} lacks "
+                                   "(an adapter of another base?)")
+        out_features, in_features = base[target][0][::-1] if transposed else base[target][0]
+        size, expected = (shape[1], in_features) if factor == ".lora_A.weight" else (shape[0], out_features)
+        if size != expected:
+            raise WeightspaceError(f"{weights}: '{key}' has shape {list(shape)}, but '{target}' in {base_path} has "
+                                   f"{list(base[target][0])} (an adapter of another base?)")
+    return config
+
+
+def _weights_or_folder(path) -> Path:
+    """The weights file of a model folder that has one; a sharded folder stays a folder."""
+    path = Path(path)
+    return path / WEIGHTS if path.suffix != ".safetensors" and (path / WEIGHTS).exists() else path
+
+
+def checkpoint_header(path) -> dict[str, tuple[tuple[int, ...], str]]:
+    """tensor_header over a model folder's weights files (one, or the shards), or of one weights file."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return tensor_header(path)
+    return {k: v for file in model_weights(path) for k, v in tensor_header(file).items()}
 
 
 def encoder_key_map(checkpoint_names, encoder_names) -> dict[str, str | None]:
@@ -186,8 +274,8 @@ def _shards(index: Path) -> list[Path]:
     return [index.parent / shard for shard in shards]
 
 
-def _model_config(folder: Path) -> dict:
-    path = folder / "config.json"
+def read_config(path: Path) -> dict:
+    """A JSON object from a model's or adapter's config file."""
     try:
         config = json.loads(path.read_text())
     except ValueError as err:  # JSONDecodeError, or bytes that are not UTF-8

@@ -19,7 +19,7 @@ import pandas as pd
 from .intervals import clustered_mean, format_interval, normal_interval, percentile_interval, verdict
 from .io import gather, read_parquet, write_parquet, write_text
 from .paper import CENTROID_START, CLUSTERING_ACCURACY
-from .region.report import loss_accuracy_disagreements
+from .region.report import loss_accuracy_disagreements, paper_pb
 
 COLUMNS = ["section", "claim", "scope", "statistic", "value", "lo", "hi", "digits", "units", "paper", "rule",
            "verdict"]
@@ -169,26 +169,34 @@ def extrapolation_rows(effects: pd.DataFrame) -> list[dict]:
 # -- §5.2: PB --------------------------------------------------------------------------------------
 
 PB_CLAIMS = [
-    ("pb_in_ex", "In's models have a lower loss than Ex's", "PB(In, Ex) %", 50.0, "above 50"),
-    ("pb_hull_ex", "the hull's samples (In') have a lower loss than Ex's", "PB(In', Ex) %", 90.0, "above 90"),
-    ("pb_hull_in", "the hull's samples (In') have a lower loss than In's own models", "PB(In', In) %", 50.0,
+    (("in", "ex"), "In's models have a lower loss than Ex's", "PB(In, Ex) %", 50.0, "above 50"),
+    (("hull", "ex"), "the hull's samples (In') have a lower loss than Ex's", "PB(In', Ex) %", 90.0, "above 90"),
+    (("hull", "in"), "the hull's samples (In') have a lower loss than In's own models", "PB(In', In) %", 50.0,
      "above 50"),
 ]
 
 
 def pb_rows(pb: pd.DataFrame) -> list[dict]:
+    """`pb` is region.report.pb_table: a row per (granularity, A, B)."""
     rows = []
-    for name, claim, statistic, threshold, rule in PB_CLAIMS:
-        for r in pb.itertuples():
-            value = getattr(r, name)
-            if pd.isna(value):
-                continue
-            paper = getattr(r, f"paper_{name}")
-            rows.append(_row("§5.2, Fig. 4", claim, r.granularity, statistic, value, getattr(r, f"{name}_lo"),
-                             getattr(r, f"{name}_hi"), 1, f"|In| {r.n_in}, |In'| {r.n_hull}, |Ex| {r.n_ex}; "
+    sizes = group_sizes(pb)
+    for (a, b), claim, statistic, threshold, rule in PB_CLAIMS:
+        for r in pb[(pb.a == a) & (pb.b == b)].itertuples():
+            n = sizes[r.granularity]
+            paper = paper_pb(r.granularity, a, b)
+            rows.append(_row("§5.2, Fig. 4", claim, r.granularity, statistic, r.pb, r.pb_lo, r.pb_hi, 1,
+                             f"|In| {n.get('in', 0)}, |In'| {n.get('hull', 0)}, |Ex| {n.get('ex', 0)}; "
                              "bootstrap over models", "-" if pd.isna(paper) else f"{paper:g}",
                              f"holds if the interval is {rule}", threshold, "above"))
     return rows
+
+
+def group_sizes(pb: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """The models of each PB group (in, hull, ex) per granularity, as the PB rows count them."""
+    sizes = {}
+    for r in pb.itertuples():
+        sizes.setdefault(r.granularity, {}).update({r.a: int(r.n_a), r.b: int(r.n_b)})
+    return sizes
 
 
 # -- App. F: leaving the centroid ------------------------------------------------------------------
@@ -233,8 +241,8 @@ def leave_rows(effects: pd.DataFrame) -> list[dict]:
 def centroid_rows(runs: pd.DataFrame) -> list[dict]:
     rows = []
     part = runs[runs.start == "centroid"]
-    for shots, df in part.groupby("shots", sort=False):
-        full = shots == "full"
+    for shots, df in part.groupby("shots", sort=False, dropna=False):
+        full = pd.isna(shots)  # <NA>: the full training set
         by_target = [g.to_numpy() for _, g in df.groupby("target")["gain"]]
         value, lo, hi = clustered_mean(by_target)
         method = df["method"].iloc[0]

@@ -26,6 +26,7 @@ from sklearn.cluster import SpectralClustering
 from sklearn.metrics import f1_score, silhouette_score
 
 from .errors import WeightspaceError
+from .paths import natural_key
 
 AFFINITIES = ("shift", "clip", "exp")
 EUCLIDEAN_KERNELS = {
@@ -228,26 +229,28 @@ def cluster_matrix_file(path, k: int, pattern: str, exclude: Sequence[str] = (),
                         seed: int = 0) -> dict:
     """Cluster the models of a similarity CSV; the JSON-ready summary the CLI prints."""
     names, matrix = read_similarity_csv(path)
+    return {"file": str(path), **cluster_named(names, matrix, k, pattern, exclude, transform, seed)}
+
+
+def cluster_named(names: Sequence[str], cosine: np.ndarray, k: int, pattern: str, exclude: Sequence[str] = (),
+                  transform: str = "shift", seed: int = 0) -> dict:
+    """Cluster models by their cosine matrix, each model's group the first capture of `pattern` in its
+    name, leaving out the groups in `exclude`; the JSON-ready summary the CLI prints."""
     groups = groups_from_pattern(names, pattern)
     unknown = sorted(set(exclude) - set(groups))
     if unknown:
-        raise WeightspaceError(f"--exclude {unknown[0]}: no model has that group (groups: {', '.join(sorted(set(groups), key=_natural))})")
+        raise WeightspaceError(f"--exclude {unknown[0]}: no model has that group "
+                               f"(groups: {', '.join(sorted(set(groups), key=natural_key))})")
     keep = [i for i, g in enumerate(groups) if g not in set(exclude)]
     names = [names[i] for i in keep]
     groups = [groups[i] for i in keep]
-    matrix = matrix[np.ix_(keep, keep)]
-    clusters, result = cluster_and_score(matrix, groups, k, transform, seed)
+    clusters, result = cluster_and_score(cosine[np.ix_(keep, keep)], groups, k, transform, seed)
     return {
-        "file": str(path),
         "affinity": transform,
         "seed": seed,
         "groups": len(set(groups)),
         **{key: result[key] for key in ("models", "k", "accuracy", "purity", "silhouette_groups")},
-        "f1": dict(sorted(result["f1"].items(), key=lambda kv: _natural(kv[0]))),
+        "f1": dict(sorted(result["f1"].items(), key=lambda kv: natural_key(kv[0]))),
         "cluster_group": result["cluster_group"],
         "assignments": {n: int(c) for n, c in zip(names, clusters)},
     }
-
-
-def _natural(text: str):
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]

@@ -109,6 +109,7 @@ def validated_config(config, schema_path, source: str = "config") -> dict:
         _fill_defaults(config, schema)
         _check_references(config)
         _check_models(config)
+        _check_external(config)
         _check_plans(config)
     except WeightspaceError as err:
         raise WeightspaceError(f"{source}: {err}") from None
@@ -222,6 +223,23 @@ def _check_models(config: dict) -> None:
                 raise WeightspaceError(f"key '{key}' is {length}, but model '{name}' takes at most {positions} tokens")
 
 
+def _check_external(config: dict) -> None:
+    """Each external checkpoint's name, base and (local ones) folder against its base's."""
+    from .external import base_of, base_folder_of, check_external
+
+    for name, spec in config.get("external", {}).items():
+        if name in config["datasets"]:
+            raise WeightspaceError(f"key 'external.{name}': the name is also a dataset's; the experiments' lists "
+                                   "name both, so rename one")
+        if bool(spec.get("path")) == bool(spec.get("hub")):
+            raise WeightspaceError(f"key 'external.{name}': give 'path' (a folder) or 'hub' (a hub id), one of them")
+        base = base_of(config, name)
+        if base not in config["models"]:
+            raise WeightspaceError(f"key 'external.{name}.base' is '{base}', expected one of the names under "
+                                   f"'models' ({', '.join(sorted(config['models']))})")
+        check_external(name, spec, base_folder_of(config, base), config["trust_remote_code"])
+
+
 def model_positions(model_config: dict) -> int | None:
     """The number of tokens a model's position embeddings cover (None: no such limit in its config)."""
     positions = model_config.get("max_position_embeddings")
@@ -243,9 +261,8 @@ def _check_plans(config: dict) -> None:
     region_plan(config)
     if config.get("centroid") is not None:
         centroid_plan.grid(config)
-        group = centroid_plan.group_datasets(config)
         for target in centroid_plan.targets(config):
-            centroid_plan.leave_one_out(group, target)
+            centroid_plan.centre_models(config, target)
 
 
 EXPERIMENTS = ("geometry", "region", "centroid")

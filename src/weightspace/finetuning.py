@@ -265,11 +265,13 @@ def _hms(seconds: float) -> str:
 
 def finetune(data_dir, base_dir, out_dir, metrics_path, dataset: str, seed: int, cfg: dict,
              device: torch.device, trust_remote_code: bool = False, max_train: int | None = None,
-             base: str | None = None) -> dict:
-    """Finetune the base model on one prepared dataset with one seed; write weights and metrics.
+             base: str | None = None, command: str | None = None) -> dict:
+    """Finetune the base model on one prepared dataset with one seed; write the model folder and metrics.
 
     `max_train` trains on a subsample of that many examples (see nested_subsample). `base` names
     the base model when it is not the config's base_model; it enters the torch seed (run_seed).
+    The folder holds the weights, a config that names the dataset's labels, the base's tokenizer
+    and a model card that records `command`, what made it.
     """
     from pathlib import Path
 
@@ -291,7 +293,9 @@ def finetune(data_dir, base_dir, out_dir, metrics_path, dataset: str, seed: int,
     log.info("finetune %s seed %d (torch seed %d) on %d examples, device %s",
              dataset, seed, torch_seed, len(train_split), device)
     result, scores = train_and_test(model, tokenizer, train_split, data_dir, cfg, torch_seed, device)
-    save_model_dir(model.cpu(), out_dir)
+    name_labels(model.config, meta["label_names"])
+    write_finetuned_card(out_dir, base or Path(base_dir).name, meta, seed, len(train_split), scores, command)
+    save_model_dir(model.cpu(), out_dir, tokenizer)
     row = {
         "dataset": dataset,
         "seed": seed,
@@ -312,6 +316,31 @@ def finetune(data_dir, base_dir, out_dir, metrics_path, dataset: str, seed: int,
     write_parquet(pd.DataFrame([row]), metrics_path)
     return row
 
+
+
+def name_labels(config, label_names) -> None:
+    """Give the model's config the dataset's class names in label-index order (meta.json's label_names)."""
+    config.id2label = dict(enumerate(label_names))
+    config.label2id = {name: i for i, name in enumerate(label_names)}
+
+
+def write_finetuned_card(out_dir, base: str, meta: dict, seed: int, train_size: int, scores: dict,
+                         command: str | None) -> None:
+    """The model card of a finetuned classifier: its base, data, seed and test scores."""
+    from .model_card import write_model_card
+
+    facts = {
+        "dataset": meta["dataset"],
+        "labels": meta["label_names"],
+        "seed": seed,
+        "train size": train_size,
+        "test accuracy": scores["accuracy"],
+        "test loss": scores["loss"],
+        "test size": scores["n"],
+        "majority baseline (test accuracy)": meta["majority_test_accuracy"],
+    }
+    write_model_card(out_dir, f"{base} finetuned on {meta['dataset']} (seed {seed})", base, facts, command,
+                     pipeline_tag="text-classification")
 
 
 def device_name(device: torch.device) -> str:

@@ -105,6 +105,12 @@ def write_text(text: str, path) -> None:
         tmp.write_text(text)
 
 
+def copy_file(source, path) -> None:
+    """Copy the bytes of `source` to `path` atomically."""
+    with atomic_path(path) as tmp:
+        shutil.copyfile(source, tmp)
+
+
 def read_json(path):
     try:
         return json.loads(Path(path).read_text())

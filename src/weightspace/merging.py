@@ -6,17 +6,31 @@ different coefficients. It streams tensor by tensor, so memory holds one tensor 
 
 from __future__ import annotations
 
-import shutil
 from decimal import Decimal
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import torch
 
-from .checkpoints import WEIGHTS, check_checkpoint, encoder_key_map, weights_file
+from .checkpoints import WEIGHTS, check_checkpoint, encoder_key_map, tokenizer_files, weights_file
 from .errors import WeightspaceError
-from .io import open_weights, save_tensors
+from .io import copy_file, open_weights, save_tensors
+from .model_card import write_model_card
+from .models import classifier_encoder_names
 from .paths import format_alpha
+
+ENCODER_NOTES = (
+    "A bare encoder in the base model's architecture, without a task head: load it with `AutoModel`, or with "
+    "`AutoModelForSequenceClassification.from_pretrained(folder, num_labels=K)` for a new, untrained head. "
+    "The base model's pooler, if it has one, is kept: transformers reports it as unexpected for a classification "
+    "head that does not use it (RoBERTa's does not).",
+)
+START_NOTES = (
+    "A start to finetune from: a bare encoder in the base model's architecture, without a task head. Load it with "
+    "`AutoModelForSequenceClassification.from_pretrained(folder, num_labels=K)` for a new, untrained head; every "
+    "tensor it holds is one the classifier reads. Encoder tensors the classifier does not have (RoBERTa's pooler) "
+    "are left out, so `AutoModel` initialises such a pooler afresh.",
+)
 
 
 def aligned_tensors(checkpoints: Sequence, pretrained_dir) -> Iterator[tuple[str, torch.Tensor, Iterator[torch.Tensor]]]:
@@ -70,10 +84,12 @@ def combined_tensors(checkpoints: Sequence, coefficients: Sequence[float], pretr
 
 
 def combine(checkpoints: Sequence, coefficients: Sequence[float], pretrained_dir, out_dir,
-            metadata: dict | None = None) -> None:
+            metadata: dict | None = None, title: str = "Merged encoder", command: str | None = None,
+            classifier_start: bool = False) -> None:
     """Write combined_tensors(...) as a bare encoder into out_dir (the pretrained model's names and
-    config, so load_encoder() reads it)."""
-    save_encoder(combined_tensors(checkpoints, coefficients, pretrained_dir), pretrained_dir, out_dir, metadata)
+    config, so load_encoder() reads it); `title`, `metadata` and `command` make its card (save_encoder)."""
+    save_encoder(combined_tensors(checkpoints, coefficients, pretrained_dir), pretrained_dir, out_dir, metadata,
+                 title, command, classifier_start=classifier_start)
 
 
 def line_coefficients(alpha) -> tuple[float, float]:
@@ -97,15 +113,33 @@ def line_tensors(w1, w2, alpha, pretrained_dir) -> dict[str, torch.Tensor]:
     return combined_tensors([w1, w2], list(line_coefficients(alpha)), pretrained_dir)
 
 
-def interpolate(w1, w2, alpha, pretrained_dir, out_dir, metadata: dict | None = None) -> None:
+def interpolate(w1, w2, alpha, pretrained_dir, out_dir, metadata: dict | None = None,
+                command: str | None = None) -> None:
     """Write line_tensors(w1, w2, alpha) as a bare encoder into out_dir."""
     save_encoder(line_tensors(w1, w2, alpha, pretrained_dir), pretrained_dir, out_dir,
-                 metadata={"alpha": format_alpha(alpha), **(metadata or {})})
+                 metadata={"alpha": format_alpha(alpha), "w1": str(w1), "w2": str(w2), **(metadata or {})},
+                 title=f"alpha * w1 + (1 - alpha) * w2 at alpha = {format_alpha(alpha)}", command=command)
 
 
-def save_encoder(tensors: dict, pretrained_dir, out_dir, metadata: dict | None = None) -> None:
-    """Write bare-encoder tensors with the pretrained model's config, so load_encoder() reads them."""
-    out_dir = Path(out_dir)
+def save_encoder(tensors: dict, pretrained_dir, out_dir, metadata: dict | None = None, title: str = "Merged encoder",
+                 command: str | None = None, standalone: bool = True, classifier_start: bool = False) -> None:
+    """Write bare-encoder tensors as a model folder that plain transformers loads (load_encoder() too).
+
+    The folder gets the pretrained model's config and tokenizer files, a model card (`title`, the
+    base, `metadata` as its facts, `command`) and the weights, last; `metadata` is also stored in
+    the weights file. Nothing is loaded: the rest is copies of small files. Not `standalone`: the
+    config and the weights alone (a temporary folder that only this library reads). A
+    `classifier_start` (a centre to finetune from) keeps only the encoder tensors that a
+    sequence-classification model of the architecture has, so that it loads with no unexpected key.
+    """
+    out_dir, pretrained_dir = Path(out_dir), Path(pretrained_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(Path(pretrained_dir) / "config.json", out_dir / "config.json")
+    for name in ["config.json", *(tokenizer_files(pretrained_dir) if standalone else [])]:
+        copy_file(pretrained_dir / name, out_dir / name)
+    if standalone:
+        write_model_card(out_dir, title, pretrained_dir.name, metadata or {}, command,
+                         notes=START_NOTES if classifier_start else ENCODER_NOTES)
+    if classifier_start:
+        kept = classifier_encoder_names(pretrained_dir)
+        tensors = tensors if kept is None else {k: v for k, v in tensors.items() if k in kept}
     save_tensors(tensors, out_dir / WEIGHTS, metadata={k: str(v) for k, v in (metadata or {}).items()})

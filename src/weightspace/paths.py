@@ -7,6 +7,7 @@ results/metrics/probe/:
     finetuned/{dataset}/seed{seed}                     a finetuned model (the finetune rule)
     finetuned/{dataset}/n{size}/seed{seed}             one trained on `size` examples (App. C)
     finetuned/{dataset}/base-{base}/seed{seed}         one finetuned from another base (App. B)
+    external/{name}                                    a checkpoint of the config's `external`, imported
     merged/{granularity}/{pair}/alpha{alpha}           alpha * w1 + (1 - alpha) * w2 (§5.1, §6)
     region/{granularity}/centroid/{set}                mean of In ("in") or of one dataset's models
     region/{granularity}/hull/sample{i}                a Dirichlet sample of In's convex hull (§5.2)
@@ -74,6 +75,10 @@ def finetuned_id(dataset: str, seed) -> str:
     return f"finetuned/{finetuned_path(dataset, seed)}"
 
 
+def external_id(name: str) -> str:
+    return f"external/{name}"
+
+
 def centroid_id(granularity: str, member_set: str) -> str:
     return f"region/{granularity}/centroid/{member_set}"
 
@@ -136,9 +141,10 @@ def similarity_file(experiment: str) -> str:
 
 
 def clustering_files(experiment: str) -> dict[str, str]:
-    """A geometry experiment's clustering: scores, each model's cluster, accuracy per random state."""
+    """A geometry experiment's clustering: scores, F1 per group, each model's cluster, accuracy per random state."""
     stem = f"results/metrics/clustering/{experiment}"
-    return {"summary": f"{stem}.parquet", "assignments": f"{stem}.assignments.parquet", "states": f"{stem}.states.parquet"}
+    return {"summary": f"{stem}.parquet", "f1": f"{stem}.f1.parquet", "assignments": f"{stem}.assignments.parquet",
+            "states": f"{stem}.states.parquet"}
 
 
 # -- tables and plots ------------------------------------------------------------------------------

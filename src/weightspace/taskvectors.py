@@ -24,7 +24,7 @@ from typing import Iterator, Mapping, Sequence
 
 import torch
 
-from .checkpoints import FLOATING, encoder_key_map, tensor_header, weights_file
+from .checkpoints import FLOATING, encoder_key_map, read_config, tensor_header, weights_file
 from .errors import WeightspaceError
 from .io import open_weights
 
@@ -202,3 +202,49 @@ def _rows(handle, key: str, start, stop) -> torch.Tensor:
     if start is None:
         return handle.get_tensor(key)
     return handle.get_slice(key)[start:stop]
+
+
+def raw_weight_vectors(folders, names, include_head: bool) -> list:
+    """The models' raw weights (reference zero) over the encoder tensors of the first model.
+
+    Without a base no file holds the tensors under the bare encoder's names, so the first model's
+    encoder part (its tensors under the architecture's prefix, `roberta.` in a RoBERTa classifier)
+    is the layout; as against a base, a head counts only with include_head. A layout tensor a model
+    lacks (a pooler that a classifier drops) reads as the first model's.
+    """
+    layout_file = weights_file(folders[0])
+    header = tensor_header(layout_file)
+    prefix = architecture_prefix(folders[0], header)
+    encoder = {key[len(prefix):]: (key, shape) for key, (shape, dtype) in header.items()
+               if key.startswith(prefix) and dtype in FLOATING}
+    vectors = []
+    for folder, name in zip(folders, names):
+        file = weights_file(folder)
+        tuned = tensor_header(file)
+        key_map = encoder_key_map(tuned, list(encoder))
+        entries = []
+        for tensor, (layout_key, shape) in encoder.items():
+            own = key_map[tensor]
+            if own is not None and tuned[own][0] != shape:
+                raise WeightspaceError(f"{file}: tensor '{own}' has shape {list(tuned[own][0])}, but '{layout_key}' "
+                                       f"in {layout_file} has {list(shape)} (models of different architectures?)")
+            entries.append(Entry(tensor, shape, own, layout_key))
+        if include_head:
+            encoder_keys = set(key_map.values())
+            entries += [Entry(key, shape, key, None) for key, (shape, dtype) in tuned.items()
+                        if key not in encoder_keys and dtype in FLOATING]
+        vectors.append(TaskVector(name, file, layout_file, tuple(entries), None))
+    return vectors
+
+
+def architecture_prefix(folder, header) -> str:
+    """The prefix a model with a head stores its encoder under (the architecture's base_model_prefix
+    and a dot); '' for a bare encoder, or an architecture transformers does not know."""
+    from transformers import CONFIG_MAPPING, MODEL_MAPPING
+
+    model_type = read_config(Path(folder) / "config.json").get("model_type")
+    try:
+        prefix = MODEL_MAPPING[CONFIG_MAPPING[model_type]].base_model_prefix + "."
+    except (KeyError, ValueError, AttributeError):
+        return ""
+    return prefix if any(k.startswith(prefix) for k in header) else ""

@@ -73,6 +73,7 @@ rule centroid_table:
     output:
         table=paths.table("centroid"),
         runs=paths.table("centroid_runs"),
+        curves=paths.table("centroid_curves"),
         markdown=report(
             paths.table("centroid", "md"),
             caption="../report/centroid.rst",

@@ -6,7 +6,7 @@ import re
 import sys
 from pathlib import Path
 
-from weightspace import paths
+from weightspace import external, paths
 from weightspace.centroid import plan as centroid_plan
 from weightspace.config import experiment_settings, families_of, load_yaml, validated_config
 from weightspace.errors import WeightspaceError
@@ -27,7 +27,7 @@ except WeightspaceError as err:
 
 if not any(
     spec["source"] == "hf" for spec in [*config["datasets"].values(), *config["models"].values()]
-):
+) and not any(spec.get("hub") for spec in config["external"].values()):
     # Nothing in this config comes from a hub: make sure no library reaches for one.
     os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
 
@@ -100,6 +100,22 @@ def model_spec(wildcards):
     return config["models"][wildcards.base]
 
 
+def external_spec(wildcards):
+    return config["external"][wildcards.name]
+
+
+def external_source_files(wildcards):
+    return external.source_files(wildcards.name, external_spec(wildcards))
+
+
+def external_base(wildcards):
+    return external.base_of(config, wildcards.name)
+
+
+def external_base_weights(wildcards):
+    return pretrained_weights(external_base(wildcards))
+
+
 def finetune_metrics_files():
     """The metrics of every (dataset, seed) of the config's finetuning grid."""
     return [paths.finetune_metrics(paths.finetuned_path(d, s)) for d in DATASETS for s in SEEDS]
@@ -115,7 +131,7 @@ def geometry_models(experiment):
     members = geometry_plan.experiment_members(config, experiment)
     return {
         "records": [m.record() for m in members],
-        "weights": [finetuned_weights(m.path) for m in members],
+        "weights": [paths.weights_path(m.model_id) for m in members],
         "pretrained": [pretrained_weights(m.base) for m in members],
         "reference": [None if b is None else pretrained_weights(b) for b in geometry_plan.reference_bases(config, experiment)],
     }
@@ -137,6 +153,11 @@ def experiment_records(wildcards):
     return geometry_models(wildcards.experiment)["records"]
 
 
+def clustering_files(kind):
+    """One kind of paths.clustering_files of every geometry experiment."""
+    return [paths.clustering_files(e)[kind] for e in geometry_experiments()]
+
+
 def experiment_grouping(wildcards):
     """The experiment's groupings (`group_by`) and what its vectors are measured from."""
     return {"group_by": geometry_plan.group_by(config, wildcards.experiment),
@@ -147,9 +168,9 @@ def experiment_grouping(wildcards):
 
 
 def centre_members(wildcards):
-    """Weights of the models finetuned on the centroid group's other datasets, by dataset."""
-    others = centroid_plan.leave_one_out(centroid_plan.group_datasets(config), wildcards.target)
-    return {d: [finetuned_weights(paths.finetuned_path(d, s)) for s in SEEDS] for d in others}
+    """Weights of the models a target's centres are made of, by dataset (centroid_plan.centre_models)."""
+    models = centroid_plan.centre_models(config, wildcards.target)
+    return {d: [paths.weights_path(m) for m in ids] for d, ids in models.items()}
 
 
 def centre_member_weights(wildcards):
@@ -266,7 +287,7 @@ def claims_inputs(wildcards):
         inputs |= {name: paths.table(name) for name in ("region_losses", "region_effects", "pb")}
     if runs("geometry"):
         inputs["clustering"] = paths.table("clustering")
-        inputs["clustering_states"] = [paths.clustering_files(e)["states"] for e in geometry_experiments()]
+        inputs["clustering_states"] = clustering_files("states")
     if runs("centroid"):
         inputs["centroid_runs"] = paths.table("centroid_runs")
     return inputs

@@ -57,6 +57,7 @@ rule finetune_table:
         metrics=finetune_metrics_files(),
     output:
         table=paths.table("finetune"),
+        curves=paths.table("finetune_curves"),
         markdown=report(
             paths.table("finetune", "md"),
             caption="../report/finetune.rst",

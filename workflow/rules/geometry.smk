@@ -83,9 +83,11 @@ rule clustering_table:
     conda:
         ENVIRONMENT
     input:
-        section_inputs("geometry", [paths.clustering_files(e)["summary"] for e in geometry_experiments()]),
+        summaries=section_inputs("geometry", clustering_files("summary")),
+        f1=section_inputs("geometry", clustering_files("f1")),
     output:
         table=paths.table("clustering"),
+        f1=paths.table("clustering_f1"),
         markdown=report(
             paths.table("clustering", "md"),
             caption="../report/clustering.rst",

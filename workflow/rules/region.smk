@@ -80,7 +80,6 @@ rule region_tables:
         stats=region_stats(),
     output:
         losses=paths.table("region_losses"),
-        models=paths.table("region_models"),
         effects=paths.table("region_effects"),
     params:
         part="all",
@@ -94,7 +93,6 @@ rule region_tables:
 use rule region_tables as region_pb with:
     input:
         probes=region_probes("pb"),
-        stats=region_stats(),
     output:
         pb=paths.table("pb"),
         pb_md=report(
@@ -115,6 +113,7 @@ use rule region_tables as region_lines with:
         probes=region_probes("lines"),
     output:
         lines=paths.table("lines"),
+        line_models=paths.table("line_models"),
     params:
         part="lines",
     log:
@@ -127,6 +126,7 @@ use rule region_tables as region_leave with:
         stats=region_stats(),
     output:
         leave=paths.table("leave_centroid"),
+        leave_models=paths.table("leave_models"),
     params:
         part="leave",
     log:

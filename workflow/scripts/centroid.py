@@ -12,6 +12,7 @@ def main():
         Path(snakemake.input.base).parent,
         Path(snakemake.output.weights).parent,
         snakemake.params.settings,
+        command=f"snakemake --cores 1 {snakemake.output.weights}",
     )
 
 

@@ -6,7 +6,8 @@ def main():
 
     p, out = snakemake.params, snakemake.output
     cluster_step(snakemake.input[0], p.members, p.grouping["group_by"], p.affinity, p.euclidean_kernel,
-                 p.grouping["reference"], p.seed, p.states, out.summary, out.assignments, out.states)
+                 p.grouping["reference"], p.seed, p.states, out.summary, out.assignments, out.states,
+                 out.f1)
 
 
 run(snakemake, main)

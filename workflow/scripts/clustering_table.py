@@ -4,7 +4,8 @@ from weightspace.job import run
 def main():
     from weightspace.geometry.report import clustering_table
 
-    clustering_table(snakemake.input, snakemake.output.table, snakemake.output.markdown)
+    inp, out = snakemake.input, snakemake.output
+    clustering_table(inp.summaries, inp.f1, out.table, out.f1, out.markdown)
 
 
 run(snakemake, main)

@@ -20,6 +20,7 @@ def main():
         trust_remote_code=snakemake.params.trust_remote_code,
         max_train=int(w.size) if hasattr(w, "size") else None,  # finetune_subsample
         base=getattr(w, "base", None),  # finetune_other_base
+        command=f"snakemake --cores 1 {out.weights}",
     )
 
 

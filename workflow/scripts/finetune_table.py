@@ -4,7 +4,8 @@ from weightspace.job import run
 def main():
     from weightspace.finetune_report import finetune_table
 
-    finetune_table(snakemake.input.metrics, snakemake.output.table, snakemake.output.markdown)
+    out = snakemake.output
+    finetune_table(snakemake.input.metrics, out.table, out.curves, out.markdown)
 
 
 run(snakemake, main)

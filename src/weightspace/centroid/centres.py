@@ -20,14 +20,19 @@ from ..merging import aligned_tensors, combine, save_encoder
 from .plan import CENTRES
 
 
-def centroid(members: Mapping[str, Sequence], pretrained_dir, out_dir) -> None:
-    """The mean encoder of every member model (all datasets, all seeds), as in the paper."""
+def centroid(members: Mapping[str, Sequence], pretrained_dir, out_dir, command: str | None = None) -> None:
+    """The mean encoder of every member model (all datasets, all seeds), as in the paper.
+
+    `command`, what made it, goes into the folder's model card (as in the other centres).
+    """
     models = [m for seeds in members.values() for m in seeds]
     combine(models, [1.0 / len(models)] * len(models), pretrained_dir, out_dir,
-            metadata={"centre": "centroid", "datasets": ",".join(members), "models": len(models)})
+            metadata={"centre": "centroid", "datasets": ",".join(members), "models": len(models)},
+            title=f"Centroid of {len(models)} finetuned models", command=command, classifier_start=True)
 
 
-def task_arithmetic(members: Mapping[str, Sequence], pretrained_dir, out_dir, scale: float) -> None:
+def task_arithmetic(members: Mapping[str, Sequence], pretrained_dir, out_dir, scale: float,
+                    command: str | None = None) -> None:
     """w0 + scale * sum over datasets of the dataset's task vector (the mean over its seeds).
 
     With scale = 1 / number of datasets this is the centroid; larger scales extrapolate.
@@ -37,10 +42,13 @@ def task_arithmetic(members: Mapping[str, Sequence], pretrained_dir, out_dir, sc
         models += list(seeds)
         coefficients += [scale / len(seeds)] * len(seeds)
     combine([pretrained_dir, *models], [1.0 - scale * len(members), *coefficients], pretrained_dir, out_dir,
-            metadata={"centre": "task_arithmetic", "scale": scale, "datasets": ",".join(members)})
+            metadata={"centre": "task_arithmetic", "scale": scale, "datasets": ",".join(members)},
+            title=f"Task arithmetic over {len(members)} datasets' finetuned models ({len(models)} models)",
+            command=command, classifier_start=True)
 
 
-def ties_merge(members: Mapping[str, Sequence], pretrained_dir, out_dir, density: float, scale: float) -> None:
+def ties_merge(members: Mapping[str, Sequence], pretrained_dir, out_dir, density: float, scale: float,
+               command: str | None = None) -> None:
     """w0 + scale * TIES(task vectors of the datasets), tensor by tensor.
 
     A dataset's task vector is the mean over its seeds. peft's `ties` trims each to its top
@@ -58,16 +66,20 @@ def ties_merge(members: Mapping[str, Sequence], pretrained_dir, out_dir, density
                    for seeds in members.values()]
         merged[name] = (start + scale * ties(vectors, torch.ones(len(vectors)), density)).to(w0.dtype)
     save_encoder(merged, pretrained_dir, out_dir,
-                 metadata={"centre": "ties", "density": density, "scale": scale, "datasets": ",".join(members)})
+                 metadata={"centre": "ties", "density": density, "scale": scale, "datasets": ",".join(members)},
+                 title=f"TIES merge of {len(members)} datasets' finetuned models ({len(models)} models)",
+                 command=command, classifier_start=True)
 
 
-def build_centre(kind: str, members: Mapping[str, Sequence], pretrained_dir, out_dir, settings: dict) -> None:
-    """Write the centre `kind` of the member models (settings: the config's `centroid` section)."""
+def build_centre(kind: str, members: Mapping[str, Sequence], pretrained_dir, out_dir, settings: dict,
+                 command: str | None = None) -> None:
+    """Write the centre `kind` of the member models (settings: the config's `centroid` section);
+    `command` is what made it, for its model card."""
     if kind == "centroid":
-        centroid(members, pretrained_dir, out_dir)
+        centroid(members, pretrained_dir, out_dir, command)
     elif kind == "task_arithmetic":
-        task_arithmetic(members, pretrained_dir, out_dir, settings["task_arithmetic"]["scale"])
+        task_arithmetic(members, pretrained_dir, out_dir, settings["task_arithmetic"]["scale"], command)
     elif kind == "ties":
-        ties_merge(members, pretrained_dir, out_dir, settings["ties"]["density"], settings["ties"]["scale"])
+        ties_merge(members, pretrained_dir, out_dir, settings["ties"]["density"], settings["ties"]["scale"], command)
     else:
         raise WeightspaceError(f"unknown centre '{kind}' (expected one of: {', '.join(CENTRES)})")

@@ -8,11 +8,23 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from .. import external
 from ..errors import WeightspaceError
+from ..paths import external_id, finetuned_id
 
 METHODS = ("bitfit", "lora")
 CENTRES = ("centroid", "task_arithmetic", "ties")
 STARTS = ("pretrained", *CENTRES)
+
+
+def shots_cap(shots) -> int | None:
+    """A shots setting as the tables hold it: None for the full training set ('full' or None), else
+    the number of examples."""
+    if shots is None or str(shots) == "full":
+        return None
+    if not str(shots).isdigit() or int(shots) < 1:
+        raise WeightspaceError(f"shots '{shots}': expected 'full' or a positive number of examples")
+    return int(shots)
 
 
 def leave_one_out(group: Sequence[str], target: str) -> list[str]:
@@ -23,6 +35,21 @@ def leave_one_out(group: Sequence[str], target: str) -> list[str]:
     if not others:
         raise WeightspaceError(f"centroid target '{target}': the group has no other dataset to build a centre from")
     return others
+
+
+def centre_models(config: dict, target: str) -> dict[str, list[str]]:
+    """The model ids a target's centres are made of, by dataset: every seed of the group's other
+    datasets, and each of `centroid.external` under its own name but for those finetuned on the target."""
+    others = leave_one_out(group_datasets(config), target)
+    members = {d: [finetuned_id(d, s) for s in config["finetune"]["seeds"]] for d in others}
+    for name in config["centroid"]["external"]:
+        external.configured(config, name, "centroid.external")
+        if external.base_of(config, name) != config["base_model"]:
+            raise WeightspaceError(f"key 'centroid.external': '{name}' was finetuned from "
+                                   f"'{external.base_of(config, name)}', not from base_model '{config['base_model']}'")
+        if external.dataset_of(config, name) != target:
+            members[name] = [external_id(name)]
+    return members
 
 
 def group_datasets(config: dict) -> list[str]:

@@ -9,17 +9,40 @@ import numpy as np
 import pandas as pd
 
 from ..errors import WeightspaceError
+from ..finetune_report import run_rows, training_curves
 from ..intervals import clustered_mean, format_interval, t_interval
 from ..io import gather, write_parquet, write_text
 from ..paper import CENTROID_START, CENTROID_TIE
 from ..plots import group_colours, new_figure, save_figure
-from .plan import STARTS
+from .plan import STARTS, shots_cap
 
 log = logging.getLogger(__name__)
 
 
-def shots_order(shots: str) -> tuple[int, int]:
-    return (0, 0) if shots == "full" else (1, int(shots))
+def shots_column(shots: pd.Series) -> pd.Series:
+    """A shots column as the tables type it: Int64, <NA> for the full training set (metrics written
+    before it was typed hold 'full' and '1000')."""
+    return pd.Series([shots_cap(None if pd.isna(s) else s) for s in shots], index=shots.index, dtype="Int64")
+
+
+def shots_order(shots) -> tuple[int, int]:
+    return (0, 0) if pd.isna(shots) else (1, int(shots))
+
+
+def shots_settings(shots: pd.Series) -> list:
+    """The distinct settings of a shots column: the full training set (<NA>) first, then by size."""
+    return sorted(pd.unique(shots), key=shots_order)
+
+
+def in_setting(shots: pd.Series, setting) -> pd.Series:
+    """Which rows have shots setting `setting` (<NA>, None or 'full': the full training set)."""
+    cap = None if pd.isna(setting) else shots_cap(setting)
+    return shots.isna() if cap is None else shots.eq(cap).fillna(False).astype(bool)
+
+
+def shots_label(setting) -> str:
+    """A shots setting as the markdown names it: 'full' or the number of examples."""
+    return "full" if pd.isna(setting) else str(int(setting))
 
 
 def paired_gains(runs: pd.DataFrame) -> pd.DataFrame:
@@ -28,13 +51,16 @@ def paired_gains(runs: pd.DataFrame) -> pd.DataFrame:
     The pair shares the head initialisation, the few-shot subset and the data order, so the gain
     is a paired difference.
     """
-    runs = runs.assign(accuracy=100 * runs["test_accuracy"])
-    pretrained = runs[runs.start == "pretrained"].set_index(["shots", "target", "seed"])["accuracy"]
-    missing = set(runs.set_index(["shots", "target", "seed"]).index) - set(pretrained.index)
-    if missing:
-        raise WeightspaceError(f"no pretrained-start run for (shots, target, seed) {sorted(missing)[0]}")
-    runs["gain"] = runs["accuracy"].to_numpy() - pretrained.loc[list(zip(runs.shots, runs.target, runs.seed))].to_numpy()
-    return runs
+    keys = ["shots", "target", "seed"]
+    runs = runs.assign(shots=shots_column(runs["shots"]), accuracy=100 * runs["test_accuracy"])
+    pretrained = runs.loc[runs.start == "pretrained", [*keys, "accuracy"]].rename(columns={"accuracy": "_pretrained"})
+    runs = runs.merge(pretrained, on=keys, how="left", validate="many_to_one")  # <NA> shots match each other
+    missing = runs[runs["_pretrained"].isna()]
+    if not missing.empty:
+        first = missing.iloc[0]
+        raise WeightspaceError(f"no pretrained-start run for (shots, target, seed) "
+                               f"({shots_label(first.shots)}, {first.target}, {first.seed})")
+    return runs.assign(gain=runs["accuracy"] - runs.pop("_pretrained"))
 
 
 OUTCOMES = ("win", "tie", "loss", "both at chance")
@@ -59,9 +85,11 @@ def gains(runs: pd.DataFrame, tolerance: float) -> pd.DataFrame:
     """
     runs = paired_gains(runs)
     table = (
-        runs.groupby(["shots", "target", "start"])
+        runs.groupby(["shots", "target", "start"], dropna=False)
         .agg(seeds=("seed", "nunique"), accuracy=("accuracy", "mean"), accuracy_std=("accuracy", "std"),
-             gain=("gain", "mean"), gain_std=("gain", "std"), train_size=("train_size", "first"),
+             gain=("gain", "mean"), gain_std=("gain", "std"),
+             gain_lo=("gain", lambda g: t_interval(g.to_numpy())[0]),
+             gain_hi=("gain", lambda g: t_interval(g.to_numpy())[1]), train_size=("train_size", "first"),
              test_size=("test_size", "first"), majority=("majority_test_accuracy", "first"),
              method=("method", "first"))
         .reset_index()
@@ -69,11 +97,10 @@ def gains(runs: pd.DataFrame, tolerance: float) -> pd.DataFrame:
     )
     table["majority"] *= 100
     table["above_majority"] = beats_majority(table.accuracy, table.majority, table.test_size)
-    pretrained_learned = table[table.start == "pretrained"].set_index(["shots", "target"])["above_majority"]
-    learned_either = table.above_majority | pretrained_learned.loc[list(zip(table.shots, table.target))].to_numpy()
-    bounds = runs.groupby(["shots", "target", "start"])["gain"].apply(lambda g: t_interval(g.to_numpy()))
-    table["gain_lo"] = [bounds[key][0] for key in zip(table.shots, table.target, table.start)]
-    table["gain_hi"] = [bounds[key][1] for key in zip(table.shots, table.target, table.start)]
+    pretrained_learned = (table.loc[table.start == "pretrained", ["shots", "target", "above_majority"]]
+                          .rename(columns={"above_majority": "_learned"}))
+    learned_either = table.above_majority | table.merge(pretrained_learned, on=["shots", "target"], how="left")[
+        "_learned"].to_numpy(dtype=bool)
     tie = (table.gain.abs() <= tolerance) | ((table.gain_lo <= 0) & (table.gain_hi >= 0))
     table["outcome"] = np.select([table.start == "pretrained", ~learned_either, tie, table.gain > 0],
                                  [None, "both at chance", "tie", "win"], "loss")
@@ -81,18 +108,18 @@ def gains(runs: pd.DataFrame, tolerance: float) -> pd.DataFrame:
     return table.loc[order.sort_values(["_shots", "target", "_start"]).index].reset_index(drop=True)
 
 
-def mean_gain(paired: pd.DataFrame, shots: str, start: str) -> tuple[float, float, float]:
+def mean_gain(paired: pd.DataFrame, shots, start: str) -> tuple[float, float, float]:
     """The mean over targets of the mean gain over seeds, with its interval over targets and seeds.
 
     `paired` is paired_gains(runs).
     """
-    part = paired[(paired.shots == shots) & (paired.start == start)]
+    part = paired[in_setting(paired.shots, shots) & (paired.start == start)]
     return clustered_mean([g.to_numpy() for _, g in part.groupby("target")["gain"]])
 
 
-def outcome_counts(table: pd.DataFrame, shots: str, start: str) -> tuple[int, int, int, int]:
+def outcome_counts(table: pd.DataFrame, shots, start: str) -> tuple[int, int, int, int]:
     """Wins, ties, losses and both-at-chance targets of a start (OUTCOMES)."""
-    rows = table[(table.shots == shots) & (table.start == start)]
+    rows = table[in_setting(table.shots, shots) & (table.start == start)]
     return tuple(int((rows.outcome == o).sum()) for o in OUTCOMES)
 
 
@@ -109,11 +136,11 @@ def markdown(table: pd.DataFrame, runs: pd.DataFrame, tolerance: float) -> str:
              "A start beats the majority class when its accuracy exceeds the majority rate by more than "
              f"{MAJORITY_Z:g} binomial standard errors; a target where neither the start nor the pretrained model "
              "does is counted as both at chance, not as a win, tie or loss.", ""]
-    for shots in sorted(table.shots.unique(), key=shots_order):
-        part = table[table.shots == shots]
+    for shots in shots_settings(table.shots):
+        part = table[in_setting(table.shots, shots)]
         datasets = sorted(part.target.unique())
-        paper = CENTROID_START["full" if shots == "full" else "few"]
-        title = "full training set" if shots == "full" else f"at most {shots} training examples"
+        paper = CENTROID_START["full" if pd.isna(shots) else "few"]
+        title = setting_title(shots)
         lines += [f"## {title} (paper: {paper['table']})", ""]
         starts = [s for s in STARTS if s in set(part.start)]
         means = {start: format_interval(*mean_gain(paired, shots, start), 2) for start in starts if start != "pretrained"}
@@ -142,24 +169,34 @@ def markdown(table: pd.DataFrame, runs: pd.DataFrame, tolerance: float) -> str:
                   f"{paper['mean_gain']:+.2f} points; {_count(pw, 'win')}, {_count(pt, 'tie')}, {_count(pl, 'loss')}.",
                   ""]
     lines.append(f"{seeds} seed(s) per cell; per-target numbers are in centroid.parquet, every run with its paired "
-                 "gain and its training and validation curves in centroid_runs.parquet.")
+                 "gain in centroid_runs.parquet and its training and validation curves in centroid_curves.parquet.")
     return "\n".join(lines) + "\n"
+
+
+def setting_title(shots) -> str:
+    return "full training set" if pd.isna(shots) else f"at most {shots_label(shots)} training examples"
 
 
 def _count(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "es" if word.endswith("s") else "s")
 
 
-def centroid_table(metric_paths, table_path, runs_path, markdown_path, tolerance: float) -> pd.DataFrame:
-    """Gather the job metrics into results/tables/centroid.{parquet,md} and centroid_runs.parquet."""
+RUN_KEYS = ["target", "start", "shots", "seed"]
+
+
+def centroid_table(metric_paths, table_path, runs_path, curves_path, markdown_path, tolerance: float) -> pd.DataFrame:
+    """Gather the job metrics into results/tables/centroid.{parquet,md}, centroid_runs.parquet (a row
+    per run) and centroid_curves.parquet (the runs' training and validation curves, long)."""
     runs = gather(metric_paths)
     table = gains(runs, tolerance)
+    paired = paired_gains(runs)
     write_parquet(table, table_path)
-    write_parquet(paired_gains(runs), runs_path)
+    write_parquet(run_rows(paired), runs_path)
+    write_parquet(training_curves(paired, RUN_KEYS), curves_path)
     write_text(markdown(table, runs, tolerance), markdown_path)
-    for shots in sorted(table.shots.unique(), key=shots_order):
+    for shots in shots_settings(table.shots):
         w, t, l, c = outcome_counts(table, shots, "centroid") if "centroid" in set(table.start) else (0, 0, 0, 0)
-        log.info("shots %s: centroid %d wins, %d ties, %d losses, %d both at chance", shots, w, t, l, c)
+        log.info("shots %s: centroid %d wins, %d ties, %d losses, %d both at chance", shots_label(shots), w, t, l, c)
     return table
 
 
@@ -171,14 +208,14 @@ def centroid_gains(table, path, tolerance: float) -> None:
     band is |gain| <= tolerance (a tie); hatched, faded bars are targets where both starts are at chance.
     """
     table = table[table.start != "pretrained"]
-    settings = sorted(table.shots.unique(), key=shots_order)
+    settings = shots_settings(table.shots)
     starts = list(dict.fromkeys(table.start))
     fig = new_figure((max(6.0, 0.7 * table.target.nunique() * len(starts) + 2), 3.6 * len(settings)))
     axes = fig.subplots(len(settings), 1, squeeze=False)[:, 0]
     colours = group_colours(starts)
     width = 0.8 / max(len(starts), 1)
     for ax, shots in zip(axes, settings):
-        part = table[table.shots == shots]
+        part = table[in_setting(table.shots, shots)]
         targets = sorted(part.target.unique())
         x = np.arange(len(targets))
         ax.axhspan(-tolerance, tolerance, color="0.85", zorder=0, label=f"tie (|gain| <= {tolerance:g})")
@@ -195,6 +232,6 @@ def centroid_gains(table, path, tolerance: float) -> None:
         ax.set_xticks(x, [f"{t}\n(both at chance)" if (part[part.target == t].outcome == "both at chance").all()
                           else t for t in targets], rotation=30, ha="right")
         ax.set_ylabel("gain over pretrained (points)")
-        ax.set_title("full training set" if shots == "full" else f"at most {shots} training examples")
+        ax.set_title(setting_title(shots))
         ax.legend(fontsize="small")
     save_figure(fig, path)

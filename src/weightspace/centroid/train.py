@@ -25,7 +25,7 @@ from ..finetuning import device_name, train_and_test
 from ..io import read_json, write_parquet
 from ..models import load_classifier, load_tokenizer
 from ..seeding import run_seed, seed_everything
-from .plan import METHODS
+from .plan import METHODS, shots_cap
 
 log = logging.getLogger(__name__)
 
@@ -72,15 +72,6 @@ def training_config(finetune_cfg: dict, train_cfg: dict, n_examples: int) -> dic
     return cfg
 
 
-def shots_cap(shots) -> int | None:
-    """None for the full training set, else the number of examples."""
-    if str(shots) == "full":
-        return None
-    if not str(shots).isdigit() or int(shots) < 1:
-        raise WeightspaceError(f"shots '{shots}': expected 'full' or a positive number of examples")
-    return int(shots)
-
-
 def train_from_start(data_dir, start_dir, tokenizer_dir, target: str, shots, seed: int, settings: dict,
                      finetune_cfg: dict, device: torch.device, trust_remote_code: bool = False):
     """Train the method from `start_dir` on the target; returns (model, metrics row).
@@ -106,7 +97,7 @@ def train_from_start(data_dir, start_dir, tokenizer_dir, target: str, shots, see
     row = {
         "target": target,
         "method": settings["method"],
-        "shots": str(shots),
+        "shots": shots_cap(shots),
         "seed": seed,
         "torch_seed": torch_seed,
         "num_labels": meta["num_labels"],
@@ -135,5 +126,5 @@ def efficient_finetune(data_dir, start_dir, tokenizer_dir, metrics_path, target:
     _, row = train_from_start(data_dir, start_dir, tokenizer_dir, target, shots, seed, settings, finetune_cfg,
                               device, trust_remote_code)
     row = {"start": start, **row}
-    write_parquet(pd.DataFrame([row]), metrics_path)
+    write_parquet(pd.DataFrame([row]).astype({"shots": "Int64"}), metrics_path)
     return row

@@ -2,15 +2,18 @@
 the groups (dataset, family, train size, base model) each model belongs to.
 
 A model's path under results/models/finetuned/ is paths.finetuned_path: with a train size for a
-run on a subsample (App. C), with a base for a run from another base model (App. B).
+run on a subsample (App. C), with a base for a run from another base model (App. B). The
+checkpoints of the experiment's `external` list (the config's `external`) are members beside them,
+named external/{name}.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .. import external
 from ..errors import WeightspaceError
-from ..paths import finetuned_path
+from ..paths import external_id, finetuned_path
 
 GRANULARITIES = ("dataset", "family", "size", "base")
 # What a model's weights are measured from: its own base, the first of the experiment's `bases`
@@ -21,14 +24,20 @@ DEFAULT_REFERENCE = "first_base"  # the schema's default; its description says w
 
 @dataclass(frozen=True)
 class Member:
-    """One finetuned model of an experiment."""
+    """One model of an experiment: finetuned by the workflow, or an external checkpoint."""
 
     dataset: str
-    seed: int
+    seed: int | None  # None: an external checkpoint
     family: str | None
     size: int | None  # None: the full training split
     base: str
-    path: str  # relative to results/models/finetuned/
+    path: str  # its name in the tables: relative to results/models/finetuned/, or external/{name}
+    external: bool = False
+
+    @property
+    def model_id(self) -> str:
+        """Its folder under results/models/ (weightspace.paths)."""
+        return self.path if self.external else f"finetuned/{self.path}"
 
     def group(self, granularity: str) -> str:
         if granularity == "size":
@@ -37,7 +46,12 @@ class Member:
 
     def record(self) -> dict:
         return {"model": self.path, "dataset": self.dataset, "seed": self.seed, "family": self.family,
-                "size": self.size, "base": self.base}
+                "size": self.size, "base": self.base, "external": self.external}
+
+    @classmethod
+    def from_record(cls, record: dict) -> "Member":
+        return cls(record["dataset"], record["seed"], record["family"], record["size"], record["base"],
+                   record["model"], record.get("external", False))
 
 
 def experiment_members(config: dict, name: str) -> list[Member]:
@@ -74,8 +88,22 @@ def experiment_members(config: dict, name: str) -> list[Member]:
         Member(d, s, family_of.get(d), n, b, finetuned_path(d, s, n, None if b == config["base_model"] else b))
         for d in datasets for b in bases for n in sizes for s in seeds
     ]
+    members += [_external_member(config, name, family_of, bool(families), f"{where}.external")
+                for name in spec.get("external") or []]
     _check_group_by(spec, members, where)
     return members
+
+
+def _external_member(config: dict, name: str, family_of: dict, has_families: bool, where: str) -> Member:
+    """An external checkpoint as a member: its group by dataset its `dataset`, by family the
+    experiment's family of that dataset, else its own `family`."""
+    spec = external.configured(config, name, where)
+    dataset = external.dataset_of(config, name)
+    family = family_of.get(dataset) or spec.get("family")
+    if has_families and family is None:
+        raise WeightspaceError(f"key '{where}': '{name}' has no family: give 'external.{name}.family', or a "
+                               "'dataset' in one of the experiment's families")
+    return Member(dataset, None, family, None, external.base_of(config, name), external_id(name), external=True)
 
 
 def group_by(config: dict, name: str) -> list[str]:

@@ -3,7 +3,6 @@ t-SNE of Fig. 2 and the similarity heatmaps."""
 
 from __future__ import annotations
 
-import json
 from typing import Sequence
 
 import numpy as np
@@ -18,13 +17,13 @@ from ..paths import natural_key
 from ..plots import group_colours, new_figure, save_figure
 
 
-def clustering_table(summary_paths, table_path, markdown_path):
-    """Every experiment's clustering scores in results/tables/clustering.{parquet,md}."""
-
-
-
+def clustering_table(summary_paths, f1_paths, table_path, f1_table_path, markdown_path):
+    """Every experiment's clustering scores in results/tables/clustering.{parquet,md}, its F1 per group
+    in clustering_f1.parquet."""
     rows = gather(summary_paths)
+    f1 = gather(f1_paths)
     write_parquet(rows, table_path)
+    write_parquet(f1, f1_table_path)
     cos = rows[rows.metric == "cosine"].set_index(["experiment", "granularity"])
     euc = rows[rows.metric == "euclidean"].set_index(["experiment", "granularity"])
 
@@ -56,9 +55,9 @@ def clustering_table(summary_paths, table_path, markdown_path):
         shown.to_markdown(index=False, floatfmt=".3f"), "",
         "## Per-group F1 (cosine; Hungarian matching, and in brackets by cluster majority as in Table 1)", "",
     ]
-    for (experiment, granularity), row in cos.iterrows():
-        f1, majority = json.loads(row.f1), json.loads(row.f1_majority)
-        cells = ", ".join(f"{g} {f1[g]:.2f} ({majority[g]:.2f})" for g in f1)
+    cosine_f1 = f1[f1.metric == "cosine"]
+    for (experiment, granularity), groups in cosine_f1.groupby(["experiment", "granularity"], sort=False):
+        cells = ", ".join(f"{g.group} {g.f1:.2f} ({g.f1_majority:.2f})" for g in groups.itertuples())
         lines.append(f"- {experiment} by {granularity}: {cells}")
     lines += ["", CLUSTERING_NOTE, ""]
     write_text("\n".join(lines), markdown_path)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -34,7 +33,8 @@ def similarity_step(members: list[dict], model_files, pretrained_files, referenc
 
 
 def cluster_step(similarity_path, members: list[dict], group_by: list[str], affinity: str, euclidean_kernel: str,
-                 reference: str, seed: int, states: int, summary_path, assignments_path, states_path) -> None:
+                 reference: str, seed: int, states: int, summary_path, assignments_path, states_path,
+                 f1_path) -> None:
     """Cluster the models by cosine and by Euclidean distance for every grouping; score both.
 
     `affinity` turns cosines into affinities, `euclidean_kernel` distances (clustering's
@@ -45,14 +45,13 @@ def cluster_step(similarity_path, members: list[dict], group_by: list[str], affi
     """
     experiment = _stem(similarity_path)
     similarity = Similarity.from_long_form(read_parquet(similarity_path))
-    by_model = {m["model"]: Member(m["dataset"], m["seed"], m["family"], m["size"], m["base"], m["model"])
-                for m in members}
+    by_model = {m["model"]: Member.from_record(m) for m in members}
     if set(by_model) != set(similarity.names):
         raise WeightspaceError(f"{similarity_path}: holds other models than the experiment '{experiment}' (rerun similarity)")
     ordered = [by_model[n] for n in similarity.names]
     affinities = {"cosine": cosine_affinity(similarity.cosine, affinity),
                   "euclidean": euclidean_affinity(similarity.euclidean, euclidean_kernel)}
-    summary, assignments, spread = [], [], []
+    summary, assignments, spread, f1 = [], [], [], []
     for granularity in group_by:
         groups = [m.group(granularity) for m in ordered]
         runs = {
@@ -75,8 +74,8 @@ def cluster_step(similarity_path, members: list[dict], group_by: list[str], affi
                 "accuracy_mean": float(np.mean(accuracies)), "accuracy_lo": float(lo), "accuracy_hi": float(hi),
                 "states": states, "chance_accuracy": chance,
                 "f1_mean": float(sum(result["f1"].values()) / len(result["f1"])),
-                "f1": json.dumps(result["f1"]), "f1_majority": json.dumps(result["f1_majority"]),
             })
+            f1 += group_f1_rows(result, experiment=experiment, granularity=granularity, metric=metric)
             majority = majority_groups(groups, clusters)
             for member, group, cluster in zip(ordered, groups, clusters):
                 assignments.append({
@@ -87,6 +86,13 @@ def cluster_step(similarity_path, members: list[dict], group_by: list[str], affi
     write_parquet(pd.DataFrame(summary), summary_path)
     write_parquet(pd.DataFrame(assignments), assignments_path)
     write_parquet(pd.DataFrame(spread), states_path)
+    write_parquet(pd.DataFrame(f1), f1_path)
+
+
+def group_f1_rows(result: dict, **keys) -> list[dict]:
+    """One row per group of a clustering's score: its F1 by Hungarian matching and by cluster majority."""
+    return [{**keys, "group": group, "f1": value, "f1_majority": result["f1_majority"][group]}
+            for group, value in result["f1"].items()]
 
 
 def plots_step(similarity_path, assignments_path, tsne_path, heatmap_path, seed: int, perplexity: float) -> None:

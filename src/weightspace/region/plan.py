@@ -15,8 +15,9 @@ from itertools import combinations, product
 
 import numpy as np
 
+from .. import external
 from ..errors import WeightspaceError
-from ..paths import (ALPHA_DECIMALS, centroid_id, finetuned_id, format_alpha, leave_id, merged_id, sample_id,
+from ..paths import (ALPHA_DECIMALS, centroid_id, external_id, finetuned_id, format_alpha, leave_id, merged_id, sample_id,
                      stats_path, weights_path)
 from ..seeding import run_seed
 
@@ -121,12 +122,13 @@ def _plan_granularity(plan: Plan, config: dict, cfg: dict, name: str, spec: dict
     finetune_seeds = config["finetune"]["seeds"]
     seeds = _seeds(spec.get("seeds") or cfg.get("seeds") or finetune_seeds, finetune_seeds, f"{where}.seeds")
     ex_seeds = _seeds(spec.get("ex_seeds") or seeds, finetune_seeds, f"{where}.ex_seeds")
-    in_sets = _datasets(spec["in"], datasets, f"{where}.in")
-    targets = _datasets(spec.get("eval") or in_sets, datasets, f"{where}.eval")
+    in_sets = _names(config, spec["in"], f"{where}.in")
+    targets = _datasets(spec.get("eval") or [_target(config, n, f"{where}.in") for n in in_sets], datasets,
+                        f"{where}.eval")
     if "in" in in_sets:
         raise WeightspaceError(f"{where}.in: a dataset named 'in' clashes with the name of In's centroid")
 
-    in_models = [finetuned_id(d, s) for d in in_sets for s in seeds]
+    in_models = [m for n in in_sets for _, m in _models(config, n, seeds)]
     for model in in_models:
         plan.add(model, Recipe("finetuned"), targets, granularity=name, role="in")
     in_centroid = centroid_id(name, "in")
@@ -140,11 +142,11 @@ def _plan_granularity(plan: Plan, config: dict, cfg: dict, name: str, spec: dict
             plan.add(model, Recipe("perturbed", seed=seed, stats=in_centroid), targets, granularity=name, role="ex")
             ex_models.append(model)
     else:
-        ex_sets = _datasets(spec["ex"], datasets, f"{where}.ex")
+        ex_sets = _names(config, spec["ex"], f"{where}.ex")
         overlap = sorted(set(ex_sets) & set(in_sets))
         if overlap:
             raise WeightspaceError(f"{where}: dataset '{overlap[0]}' is in both 'in' and 'ex'")
-        for model in (finetuned_id(d, s) for d in ex_sets for s in ex_seeds):
+        for model in (m for n in ex_sets for _, m in _models(config, n, ex_seeds)):
             plan.add(model, Recipe("finetuned"), targets, granularity=name, role="ex")
             ex_models.append(model)
 
@@ -160,25 +162,28 @@ def _plan_granularity(plan: Plan, config: dict, cfg: dict, name: str, spec: dict
 
     granularity = Granularity(name, targets, in_models, ex_models, hull_models)
     plan.granularities[name] = granularity
-    _plan_lines(plan, cfg, granularity, spec, seeds, datasets, where)
+    _plan_lines(plan, config, cfg, granularity, spec, seeds, where)
     if spec["leave"]:
         _plan_leave(plan, cfg, granularity, in_centroid)
 
 
-def _plan_lines(plan: Plan, cfg: dict, g: Granularity, spec: dict, seeds, datasets, where: str) -> None:
+def _plan_lines(plan: Plan, config: dict, cfg: dict, g: Granularity, spec: dict, seeds, where: str) -> None:
     alphas = line_alphas(cfg, spec["extrapolate"])
     for a, b in spec["pairs"]:
-        _datasets([a, b], datasets, f"{where}.pairs")
+        _names(config, [a, b], f"{where}.pairs")
+        if a == b and a not in config["datasets"]:
+            raise WeightspaceError(f"{where}.pairs: [{a}, {a}] is one model (an external checkpoint), not a line")
         if "in" in (a, b):
             raise WeightspaceError(f"{where}.pairs: a dataset named 'in' clashes with the name of In's centroid")
         # Each pair is evaluated on its source datasets and on the rest of the granularity's targets.
-        targets = [*dict.fromkeys([a, b, *g.eval])]
-        ends = combinations(seeds, 2) if a == b else product(seeds, seeds)
-        for s1, s2 in ends:
-            pair = f"{a}.seed{s1}--{b}.seed{s2}"
-            _plan_line(plan, g, pair, finetuned_id(a, s1), finetuned_id(b, s2), alphas, targets, "line", (a, b))
+        targets = [*dict.fromkeys([_target(config, a, f"{where}.pairs"), _target(config, b, f"{where}.pairs"),
+                                   *g.eval])]
+        ends_a, ends_b = _models(config, a, seeds), _models(config, b, seeds)
+        ends = combinations(ends_a, 2) if a == b else product(ends_a, ends_b)
+        for (label1, w1), (label2, w2) in ends:
+            _plan_line(plan, g, f"{label1}--{label2}", w1, w2, alphas, targets, "line", (a, b))
         # With one seed a dataset's centroid is its model: the centroid line would repeat the pair's.
-        if a != b and spec["centroid_line"] and len(seeds) > 1:
+        if a != b and spec["centroid_line"] and len(seeds) > 1 and a in config["datasets"] and b in config["datasets"]:
             ends = []
             for d in (a, b):
                 ends.append(centroid_id(g.name, d))
@@ -227,6 +232,39 @@ def _seeds(seeds, finetune_seeds, where: str) -> list[int]:
     if unknown:
         raise WeightspaceError(f"{where}: seed {unknown[0]} is not in finetune.seeds ({finetune_seeds})")
     return list(seeds)
+
+
+def _names(config: dict, names, where: str) -> list[str]:
+    """Datasets and external checkpoints (of the config's base model), as a granularity lists them."""
+    for name in names:
+        if name not in config["datasets"]:
+            if name not in (config.get("external") or {}):
+                raise WeightspaceError(f"{where}: dataset '{name}' is not under 'datasets' (known: "
+                                       f"{', '.join(sorted(config['datasets']))}) nor under 'external'")
+            if external.base_of(config, name) != config["base_model"]:
+                raise WeightspaceError(f"key '{where}': external '{name}' was finetuned from "
+                                       f"'{external.base_of(config, name)}', but the region is of base_model "
+                                       f"'{config['base_model']}'")
+    return list(dict.fromkeys(names))
+
+
+def _models(config: dict, name: str, seeds) -> list[tuple[str, str]]:
+    """(label in a pair's name, model id) of each model a listed name stands for: a dataset's seeds,
+    or an external checkpoint."""
+    if name in config["datasets"]:
+        return [(f"{name}.seed{s}", finetuned_id(name, s)) for s in seeds]
+    return [(name, external_id(name))]
+
+
+def _target(config: dict, name: str, where: str) -> str:
+    """The dataset a listed model is probed on: the dataset itself, or an external checkpoint's `dataset`."""
+    if name in config["datasets"]:
+        return name
+    dataset = external.dataset_of(config, name)
+    if dataset not in config["datasets"]:
+        raise WeightspaceError(f"key '{where}': external '{name}' has no dataset of the config to be probed on: give "
+                               f"'external.{name}.dataset' or the granularity's 'eval'")
+    return dataset
 
 
 def _datasets(names, datasets, where: str) -> list[str]:

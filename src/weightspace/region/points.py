@@ -60,7 +60,8 @@ def hull_tensors(members: Sequence, coefficients: Sequence[float], pretrained_di
 def hull_sample(members: Sequence, coefficients: Sequence[float], pretrained_dir, out_dir) -> None:
     """Write hull_tensors(...) as a bare encoder into out_dir."""
     save_encoder(hull_tensors(members, coefficients, pretrained_dir), pretrained_dir, out_dir,
-                 metadata={"coefficients": ",".join(f"{c:.6f}" for c in coefficients)})
+                 metadata={"coefficients": ",".join(f"{c:.6f}" for c in coefficients)},
+                 title=f"A point of the convex hull of {len(members)} models")
 
 
 
@@ -74,8 +75,9 @@ def group_stats(members: Sequence, pretrained_dir, out_dir, stats_path, names: S
     """
     if not members:
         raise WeightspaceError("centroid: no member models")
-    combine(members, [1.0 / len(members)] * len(members), pretrained_dir, out_dir,
-            metadata={"members": len(members)})
+    # a temporary folder that the probe jobs read: its weights and config alone
+    save_encoder(combined_tensors(members, [1.0 / len(members)] * len(members), pretrained_dir), pretrained_dir,
+                 out_dir, metadata={"members": len(members)}, standalone=False)
     centroid_file = Path(out_dir) / WEIGHTS
     moved: set[str] = set()
     tv_norms, distances = [], []
@@ -145,7 +147,8 @@ def perturbed_tensors(pretrained_dir, stats_path, seed: int) -> tuple[dict[str, 
 def perturbed_pretrained(pretrained_dir, stats_path, seed: int, out_dir) -> float:
     """Write perturbed_tensors(...) as a bare encoder into out_dir; returns the distance moved."""
     tensors, radius = perturbed_tensors(pretrained_dir, stats_path, seed)
-    save_encoder(tensors, pretrained_dir, out_dir, metadata={"perturbation_norm": radius, "seed": seed})
+    save_encoder(tensors, pretrained_dir, out_dir, metadata={"perturbation_norm": radius, "seed": seed},
+                 title="The pretrained encoder moved in a random Xavier-shaped direction")
     return radius
 
 
@@ -196,7 +199,8 @@ def leave_centroid(centroid_dir, pretrained_dir, stats_path, direction: str, ste
     """Write left_centroid_tensors(...) as a bare encoder into out_dir; returns the distance moved."""
     tensors, distance = left_centroid_tensors(centroid_dir, pretrained_dir, stats_path, direction, step, seed)
     save_encoder(tensors, pretrained_dir, out_dir,
-                 metadata={"direction": direction, "step": step, "distance": distance, "seed": seed})
+                 metadata={"direction": direction, "step": step, "distance": distance, "seed": seed},
+                 title=f"A step away from a centroid ({direction})")
     return distance
 
 

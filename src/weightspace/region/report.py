@@ -25,6 +25,14 @@ ROLE_KEYS = ["granularity", "role", "model", "pair", "dataset_a", "dataset_b", "
 # Kept from each probe: the loss and accuracy, their test-sample standard errors, the prior's loss.
 PROBE_COLUMNS = ["loss", "loss_se", "accuracy", "accuracy_se", "prior_loss", "excess_over_prior",
                  "excess_over_prior_se", "C"]
+# The keys that place a model in each table of its uses: the other ROLE_KEYS are empty for those roles.
+USE_KEYS = {
+    "pb_models": ["granularity", "role", "model"],
+    "line_models": ["granularity", "role", "pair", "dataset_a", "dataset_b", "alpha", "model"],
+    "leave_models": ["granularity", "direction", "radius", "fraction", "model"],
+}
+USE_ROLES = {"pb_models": ("in", "hull", "ex"), "line_models": ("line", "centroid_line"), "leave_models": ("leave",)}
+MODEL_COLUMNS = ["loss", "accuracy", "prior_loss", "targets"]
 
 
 def target_losses(plan: Plan, probes: pd.DataFrame) -> pd.DataFrame:
@@ -53,6 +61,23 @@ def model_losses(losses: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def region_losses(losses: pd.DataFrame) -> pd.DataFrame:
+    """One row per (granularity, role, model, target): the probe's scores, without the keys of a role.
+
+    A probe depends on the model and the target alone, so the uses of a model that differ only in
+    those keys (an end of several lines) are one row; USE_KEYS's tables place each use.
+    """
+    return losses.drop_duplicates(["granularity", "role", "model", "target"])[
+        ["granularity", "role", "model", "target", *PROBE_COLUMNS]].reset_index(drop=True)
+
+
+def use_table(models: pd.DataFrame, name: str) -> pd.DataFrame:
+    """The uses of one table of USE_KEYS: its roles' rows of model_losses, with the keys that place them."""
+    rows = models[models["role"].isin(USE_ROLES[name])]
+    return rows[[*USE_KEYS[name], *MODEL_COLUMNS]].astype(
+        {k: float for k in ("alpha", "radius", "fraction") if k in USE_KEYS[name]}).reset_index(drop=True)
+
+
 def pb(losses_a: Sequence[float], losses_b: Sequence[float]) -> float:
     """PB(A, B): the share of pairs (a in A, b in B) with loss(a) <= loss(b) (§5.2)."""
     a = np.asarray(losses_a, dtype=float)[:, None]
@@ -62,34 +87,44 @@ def pb(losses_a: Sequence[float], losses_b: Sequence[float]) -> float:
     return float((a <= b).mean())
 
 
-def pb_table(models: pd.DataFrame, stats: dict[str, dict]) -> pd.DataFrame:
-    """PB(In, Ex), PB(In', Ex), PB(In', In) per granularity (percent), the paper's values beside them."""
+PB_GROUPS = ("in", "hull", "ex")
+# (A, B) of each PB(A, B), in the order of the paper's numbers (weightspace.paper.PB)
+PB_COMPARISONS = (("in", "ex"), ("hull", "ex"), ("hull", "in"))
+PB_COLUMNS = ["granularity", "a", "b", "n_a", "n_b", "pb", "pb_lo", "pb_hi"]
+
+
+def pb_table(models: pd.DataFrame) -> pd.DataFrame:
+    """PB(A, B) in percent with its 95% bootstrap interval: a row per granularity and comparison
+    (PB_COMPARISONS) whose groups both have models."""
     rows = []
-    for granularity, df in models[models["role"].isin(["in", "hull", "ex"])].groupby("granularity", sort=False):
-        loss = {role: df.loc[df["role"] == role, "loss"].to_numpy() for role in ("in", "hull", "ex")}
-        paper = PAPER_PB.get(granularity, (np.nan,) * 3)
-        row = {"granularity": granularity, "n_in": len(loss["in"]), "n_hull": len(loss["hull"]), "n_ex": len(loss["ex"])}
-        for (a, b), ours, theirs in zip([("in", "ex"), ("hull", "ex"), ("hull", "in")], _names(), paper):
-            row[ours] = 100 * pb(loss[a], loss[b]) if len(loss[a]) and len(loss[b]) else np.nan
+    for granularity, df in models[models["role"].isin(PB_GROUPS)].groupby("granularity", sort=False):
+        loss = {role: df.loc[df["role"] == role, "loss"].to_numpy() for role in PB_GROUPS}
+        for a, b in PB_COMPARISONS:
+            if not (len(loss[a]) and len(loss[b])):
+                continue
             # over models: each group resampled on its own (In' as drawn, though its points come from In)
-            row[f"{ours}_lo"], row[f"{ours}_hi"] = bootstrap_interval(lambda x, y: 100 * pb(x, y), [loss[a], loss[b]])
-            row[f"paper_{ours}"] = theirs
-        for role in ("in", "hull", "ex"):
-            row[f"loss_{role}_mean"] = float(np.mean(loss[role])) if len(loss[role]) else np.nan
-        row["in_mean_task_vector_norm"] = stats.get(granularity, {}).get("mean_task_vector_norm", np.nan)
-        row["in_mean_centroid_distance"] = stats.get(granularity, {}).get("mean_centroid_distance", np.nan)
-        rows.append(row)
-    return pd.DataFrame(rows)
+            lo, hi = bootstrap_interval(lambda x, y: 100 * pb(x, y), [loss[a], loss[b]])
+            rows.append({"granularity": granularity, "a": a, "b": b, "n_a": len(loss[a]), "n_b": len(loss[b]),
+                         "pb": 100 * pb(loss[a], loss[b]), "pb_lo": lo, "pb_hi": hi})
+    return pd.DataFrame(rows, columns=PB_COLUMNS)
 
 
-def _names():
-    return ["pb_in_ex", "pb_hull_ex", "pb_hull_in"]
+def paper_pb(granularity: str, a: str, b: str) -> float:
+    """The paper's PB(A, B) in percent for a granularity of its own (same_dataset, ...), else NaN."""
+    return PAPER_PB.get(granularity, (np.nan,) * len(PB_COMPARISONS))[PB_COMPARISONS.index((a, b))]
 
 
-def pb_markdown(table: pd.DataFrame) -> str:
-    def cell(r, name):
-        ours = format_interval(getattr(r, name), getattr(r, f"{name}_lo"), getattr(r, f"{name}_hi"))
-        theirs = getattr(r, f"paper_{name}")
+def pb_markdown(table: pd.DataFrame, models: pd.DataFrame) -> str:
+    """pb.md: a row per granularity, PB(In, Ex), PB(In', Ex) and PB(In', In) side by side with the paper's."""
+    models = models[models["role"].isin(PB_GROUPS)]
+    by = table.set_index(["granularity", "a", "b"])
+
+    def cell(granularity, a, b):
+        if (granularity, a, b) not in by.index:
+            return "-"
+        r = by.loc[(granularity, a, b)]
+        ours = format_interval(r.pb, r.pb_lo, r.pb_hi)
+        theirs = paper_pb(granularity, a, b)
         return ours if pd.isna(theirs) else f"{ours} ({theirs:g})"
 
     lines = [
@@ -102,10 +137,13 @@ def pb_markdown(table: pd.DataFrame) -> str:
         "| granularity | \\|In\\| | \\|In'\\| | \\|Ex\\| | PB(In, Ex) | PB(In', Ex) | PB(In', In) | mean loss In / In' / Ex |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for r in table.itertuples():
-        losses = " / ".join("-" if pd.isna(v) else f"{v:.3f}" for v in (r.loss_in_mean, r.loss_hull_mean, r.loss_ex_mean))
-        lines.append(f"| {r.granularity} | {r.n_in} | {r.n_hull} | {r.n_ex} | {cell(r, 'pb_in_ex')} | "
-                     f"{cell(r, 'pb_hull_ex')} | {cell(r, 'pb_hull_in')} | {losses} |")
+    for granularity, df in models.groupby("granularity", sort=False):
+        loss = df.groupby("role")["loss"].mean()
+        sizes = df.groupby("role").size()
+        means = " / ".join(f"{loss[g]:.3f}" if g in loss else "-" for g in PB_GROUPS)
+        counts = " | ".join(str(int(sizes.get(g, 0))) for g in PB_GROUPS)
+        cells = " | ".join(cell(granularity, a, b) for a, b in PB_COMPARISONS)
+        lines.append(f"| {granularity} | {counts} | {cells} | {means} |")
     return "\n".join(lines) + "\n"
 
 
@@ -124,19 +162,26 @@ def line_table(models: pd.DataFrame, losses: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(["granularity", "role", "target", "alpha"], ignore_index=True)
 
 
-def with_leave_radii(losses: pd.DataFrame, stats: dict[str, dict]) -> pd.DataFrame:
-    """The losses with the radius of each step toward the pretrained model filled in.
+def pretrained_segment(stats: dict) -> float:
+    """The distance from In's centroid to the pretrained model, in In's mean distances from the centroid."""
+    return stats["centroid_pretrained_distance"] / stats["mean_centroid_distance"]
 
-    Such a step is planned as a fraction t of the segment from In's centroid to the pretrained
-    model; its radius is t x that segment's length in In's mean distances from the centroid.
+
+def with_leave_distances(losses: pd.DataFrame, stats: dict[str, dict]) -> pd.DataFrame:
+    """The losses with every step from In's centroid given both its radius and its fraction.
+
+    A step toward the pretrained model is planned as a fraction t of the segment from In's
+    centroid to the pretrained model, every other step as a radius r in In's mean distances from
+    the centroid; each gives the other, r = t x the segment's length in those units.
     """
     losses = losses.copy()
-    toward = losses["direction"].eq("toward_pretrained")
-    for granularity in losses.loc[toward, "granularity"].unique():
-        s = stats[granularity]
-        rows = toward & losses["granularity"].eq(granularity)
-        losses.loc[rows, "radius"] = (losses.loc[rows, "fraction"].astype(float)
-                                      * s["centroid_pretrained_distance"] / s["mean_centroid_distance"])
+    leave = losses["role"].eq("leave")
+    for granularity in losses.loc[leave, "granularity"].unique():
+        segment = pretrained_segment(stats[granularity])
+        rows = leave & losses["granularity"].eq(granularity)
+        toward = rows & losses["direction"].eq("toward_pretrained")
+        losses.loc[toward, "radius"] = losses.loc[toward, "fraction"].astype(float) * segment
+        losses.loc[rows & ~toward, "fraction"] = losses.loc[rows & ~toward, "radius"].astype(float) / segment
     return losses
 
 
@@ -147,10 +192,10 @@ LEAVE_COLUMNS = ["granularity", "kind", "radius", "fraction", "accuracy_mean", "
 def leave_table(models: pd.DataFrame, losses: pd.DataFrame, stats: dict[str, dict]) -> pd.DataFrame:
     """App. F: accuracy and loss against radius (in units of In's mean distance from its centroid).
 
-    Kinds: centroid (radius 0), toward_origin, toward_pretrained (with the fraction of the segment
-    to the pretrained model), random (mean and std over the directions); and the finetuned In
-    models at their own radius, split as in Fig. 11(b) into source (a model on its own dataset) and
-    non-source (on the granularity's other targets).
+    Kinds: centroid (radius 0), toward_origin, toward_pretrained, random (mean and std over the
+    directions); and the finetuned In models at their own radius, split as in Fig. 11(b) into
+    source (a model on its own dataset) and non-source (on the granularity's other targets). Every
+    row has its fraction too: the radius over the distance to the pretrained model (with_leave_distances).
     """
     rows = []
     leave = models[models["role"] == "leave"].assign(kind=lambda d: d["direction"].str.replace(r"\d+$", "", regex=True))
@@ -160,6 +205,7 @@ def leave_table(models: pd.DataFrame, losses: pd.DataFrame, stats: dict[str, dic
     for granularity in leave["granularity"].unique():
         s = stats[granularity]
         radius = dict(zip(s["models"], np.asarray(s["centroid_distances"]) / s["mean_centroid_distance"]))
+        segment = pretrained_segment(s)
         inside = losses[(losses["granularity"] == granularity) & (losses["role"] == "in")].copy()
         inside["source"] = [m.split("/")[1] == t for m, t in zip(inside["model"], inside["target"])]
         for kind, df in (("finetuned_source", inside[inside["source"]]), ("finetuned_non_source", inside[~inside["source"]])):
@@ -167,8 +213,8 @@ def leave_table(models: pd.DataFrame, losses: pd.DataFrame, stats: dict[str, dic
                 continue
             # Mean over targets of the mean over that target's models, as in Fig. 11(b); std over models.
             by_target = df.groupby("target")[["accuracy", "loss"]].mean()
-            rows.append({"granularity": granularity, "kind": kind,
-                         "radius": float(np.mean([radius[m] for m in df["model"].unique()])), "fraction": np.nan,
+            at = float(np.mean([radius[m] for m in df["model"].unique()]))
+            rows.append({"granularity": granularity, "kind": kind, "radius": at, "fraction": at / segment,
                          **_mean_std(df.groupby("model")), "accuracy_mean": float(by_target["accuracy"].mean()),
                          "loss_mean": float(by_target["loss"].mean()), "models": df["model"].nunique()})
     table = pd.DataFrame(rows, columns=LEAVE_COLUMNS).astype({"fraction": float})
@@ -198,7 +244,8 @@ def effects_table(losses: pd.DataFrame) -> pd.DataFrame:
       alpha < 0 against w2 (alpha 0) (§6);
     - leave: a step of radius r from In's centroid against the centroid (App. F); `role` is the
       direction (toward_origin, toward_pretrained, random1, ...).
-    `unit` is the pair or the direction; `x` the alpha or the radius. The standard errors are
+    `unit` is the pair or the direction; `x` the alpha or the radius; `reference` what the point is
+    compared with: the ends (their mean), w1, w2 or the centroid. The standard errors are
     those of the two probes' test samples combined (as if independent: conservative, since both
     points are scored on the same examples).
     """
@@ -216,8 +263,8 @@ def effects_table(losses: pd.DataFrame) -> pd.DataFrame:
             if 0 < alpha < 1:
                 comparison, reference, ref = "interpolation", "ends", middle
             elif alpha > 1 or alpha < 0:
-                comparison, reference = "extrapolation", 1.0 if alpha > 1 else 0.0
-                ref = by_alpha.loc[reference]
+                comparison, reference = "extrapolation", "w1" if alpha > 1 else "w2"
+                ref = by_alpha.loc[1.0 if alpha > 1 else 0.0]
             else:
                 continue
             rows.append(_effect(granularity, comparison, role, pair, target, alpha, reference, point, ref))
@@ -229,13 +276,13 @@ def effects_table(losses: pd.DataFrame) -> pd.DataFrame:
         ref = centre.iloc[0]
         for _, point in df[df["direction"] != "centroid"].iterrows():
             rows.append(_effect(granularity, "leave", point["direction"], point["direction"], target,
-                                point["radius"], 0.0, point, ref))
+                                point["radius"], "centroid", point, ref))
     return pd.DataFrame(rows, columns=EFFECT_COLUMNS)
 
 
 def _effect(granularity, comparison, role, unit, target, x, reference, point, ref) -> dict:
     return {"granularity": granularity, "comparison": comparison, "role": role, "unit": unit, "target": target,
-            "x": float(x), "reference": str(reference), "dloss": point["loss"] - ref["loss"],
+            "x": float(x), "reference": reference, "dloss": point["loss"] - ref["loss"],
             "dloss_se": float(np.hypot(point["loss_se"], ref["loss_se"])),
             "dacc": point["accuracy"] - ref["accuracy"],
             "dacc_se": float(np.hypot(point["accuracy_se"], ref["accuracy_se"]))}
@@ -255,24 +302,25 @@ def region_tables(plan: Plan, probe_paths, stats_paths: dict[str, Path], out: di
                   part: str = "all") -> dict[str, pd.DataFrame]:
     """Write the tables of one part of the plan (plan.TABLE_ROLES) from its probes.
 
-    `out` maps the tables to write to paths: for part 'all' losses, models and effects; 'pb' pb,
-    pb_md and pb_models (the losses behind Fig. 4); 'lines' lines; 'leave' leave. `stats_paths`:
-    In's centroid statistics per granularity (pb and leave read them).
+    `out` maps the tables to write to paths: for part 'all' losses and effects; 'pb' pb, pb_md and
+    pb_models (the losses behind Fig. 4); 'lines' lines and line_models; 'leave' leave and
+    leave_models. `stats_paths`: In's centroid statistics per granularity (leave reads them).
     """
     probes = gather(probe_paths)
     stats = {g: read_json(p) for g, p in stats_paths.items()}
-    losses = with_leave_radii(target_losses(plan.only(TABLE_ROLES[part]), probes), stats)
+    losses = with_leave_distances(target_losses(plan.only(TABLE_ROLES[part]), probes), stats)
     models = model_losses(losses)
     tables = {
-        "losses": lambda: losses, "models": lambda: models, "effects": lambda: effects_table(losses),
-        "pb": lambda: pb_table(models, stats), "pb_models": lambda: models,
-        "lines": lambda: line_table(models, losses), "leave": lambda: leave_table(models, losses, stats),
+        "losses": lambda: region_losses(losses), "effects": lambda: effects_table(losses),
+        "pb": lambda: pb_table(models), "lines": lambda: line_table(models, losses),
+        "leave": lambda: leave_table(models, losses, stats),
+        **{name: (lambda name=name: use_table(models, name)) for name in USE_KEYS},
     }
     written = {name: tables[name]() for name in out if name in tables}
     for name, df in written.items():
         write_parquet(df, out[name])
     if "pb_md" in out:
-        write_text(pb_markdown(written["pb"]), out["pb_md"])
+        write_text(pb_markdown(written["pb"], models), out["pb_md"])
     return written
 
 
