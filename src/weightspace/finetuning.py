@@ -134,6 +134,9 @@ def train(
     start = time.perf_counter()
     while result.steps < total and not result.stopped_early:
         for batch in batches(features, cfg["batch_size"], collate, generator):
+            # counted on the host, before the batch moves: on a GPU a count there waits for the device
+            result.train_examples += batch["labels"].shape[0]
+            result.train_tokens += int(batch["attention_mask"].sum())
             batch = {k: v.to(device) for k, v in batch.items()}
             with autocast(device):
                 loss = model(**batch).loss
@@ -144,8 +147,6 @@ def train(
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             result.steps += 1
-            result.train_examples += batch["labels"].shape[0]
-            result.train_tokens += int(batch["attention_mask"].sum())
             if progress.due(result.steps):
                 result.log_steps.append(result.steps)
                 result.log_losses.append(loss.item())
@@ -212,17 +213,20 @@ def evaluate(model, features: list[dict], tokenizer, batch_size: int, device: to
     """Accuracy and mean cross-entropy on labelled features."""
     model.to(device).eval()
     collate = DataCollatorWithPadding(tokenizer, return_tensors="pt")
-    correct, loss_sum, n = 0, 0.0, 0
+    # summed on the device and read once at the end: a read per batch would wait for the GPU each time
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    n = 0
     # in order of length: less padding, and the sums do not depend on the order
     features = sorted(features, key=lambda f: len(f["input_ids"]))
     for batch in batches(features, batch_size, collate):
+        n += batch["labels"].shape[0]
         batch = {k: v.to(device) for k, v in batch.items()}
         with autocast(device):
             logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits.float()
-        loss_sum += float(torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="sum"))
-        correct += int((logits.argmax(-1) == batch["labels"]).sum())
-        n += batch["labels"].shape[0]
-    return {"accuracy": correct / n, "loss": loss_sum / n, "n": n}
+        loss_sum += torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="sum").double()
+        correct += (logits.argmax(-1) == batch["labels"]).sum()
+    return {"accuracy": int(correct) / n, "loss": float(loss_sum) / n, "n": n}
 
 
 class Progress:
