@@ -226,7 +226,7 @@ def _centroid(args) -> None:
 
 
 def _probe(args) -> None:
-    from .external import has_tokenizer
+    from .external import tokenizer_folder
     from .models import torch_device
     from .probing import probe
 
@@ -236,7 +236,7 @@ def _probe(args) -> None:
             cfg[key] = getattr(args, key)
     check_prepared(args.data, cfg["fit_split"])
     with _loadable([args.dir], args.base) as (base, (model,)):
-        tokenizer = next((f for f in (model, base) if f is not None and has_tokenizer(f)), None)
+        tokenizer = tokenizer_folder(model, base)
         if tokenizer is None:
             raise WeightspaceError(f"{args.dir}: has no tokenizer; give --base with the base model's tokenizer")
         table = probe(model, tokenizer, {args.data: Path(args.data)}, cfg, torch_device(args.device),

@@ -74,6 +74,13 @@ def base_of(config: dict, name: str) -> str:
     return config["external"][name].get("base") or config["base_model"]
 
 
+def check_same_base(config: dict, name: str, where: str, experiment: str) -> None:
+    """Refuse an external checkpoint in an experiment built on base_model when it was finetuned from another."""
+    if base_of(config, name) != config["base_model"]:
+        raise WeightspaceError(f"key '{where}': external '{name}' was finetuned from '{base_of(config, name)}', "
+                               f"but {experiment} is of base_model '{config['base_model']}'")
+
+
 def dataset_of(config: dict, name: str) -> str:
     """What an external checkpoint was finetuned on: its group by dataset (default: its name)."""
     return config["external"][name].get("dataset") or name
@@ -128,23 +135,24 @@ def fetch_hub_checkpoint(repo_id: str, revision: str | None = None) -> Path:
                                f"{str(err).splitlines()[0]}") from None
 
 
-def import_folder(folder, base_dir, out_dir, trust_remote_code: bool = False, card: dict | None = None) -> str:
+def import_folder(folder, base_dir, out_dir, trust_remote_code: bool = False, card: dict | None = None,
+                  kind: str | None = None) -> str:
     """Write checkpoint `folder` as a model folder of one model.safetensors into out_dir; returns its kind.
 
     A model's tensors (head included) are copied into one file, shards joined, with its config; an
     adapter is merged into the base model in `base_dir` (which a model's import may leave out: then
     it is not checked against a base). The tokenizer files are the checkpoint's, else the base's.
     `card`: the model card's title, base, facts and command (write_model_card); None writes none.
-    The weights are written last.
+    The weights are written last. `kind`: the folder's, where the caller has checked it already.
     """
     from .io import copy_file, load_tensors, save_tensors
     from .model_card import write_model_card
     from .models import save_model_dir
 
     folder, out_dir = Path(folder), Path(out_dir)
-    kind = check_folder(folder, base_dir, trust_remote_code)
+    kind = kind or check_folder(folder, base_dir, trust_remote_code)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer = next((Path(f) for f in (folder, base_dir) if f is not None and has_tokenizer(f)), None)
+    tokenizer = tokenizer_folder(folder, base_dir)
     for file in tokenizer_files(tokenizer) if tokenizer is not None else []:
         if file != ADAPTER_CONFIG:
             copy_file(tokenizer / file, out_dir / file)
@@ -161,8 +169,10 @@ def import_folder(folder, base_dir, out_dir, trust_remote_code: bool = False, ca
     return kind
 
 
-def has_tokenizer(folder) -> bool:
-    return any((Path(folder) / f).exists() for f in TOKENIZER_FILES)
+def tokenizer_folder(*folders) -> Path | None:
+    """The first of `folders` (None skipped) that holds a tokenizer."""
+    return next((Path(f) for f in folders if f is not None and any((Path(f) / t).exists() for t in TOKENIZER_FILES)),
+                None)
 
 
 def merged_adapter(folder, base_dir, trust_remote_code: bool = False):
@@ -218,7 +228,7 @@ def loadable_checkpoints(folders: Sequence, base_dir=None, trust_remote_code: bo
             if kind == "adapter" and base_dir is None:
                 raise WeightspaceError(f"{folder}: a peft adapter is measured against its base model: give --base")
             scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="weightspace-")))
-            import_folder(folder, base_dir, scratch, trust_remote_code)
+            import_folder(folder, base_dir, scratch, trust_remote_code, kind=kind)
             loadable.append(scratch)
         yield loadable
 

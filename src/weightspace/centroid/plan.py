@@ -44,9 +44,7 @@ def centre_models(config: dict, target: str) -> dict[str, list[str]]:
     members = {d: [finetuned_id(d, s) for s in config["finetune"]["seeds"]] for d in others}
     for name in config["centroid"]["external"]:
         external.configured(config, name, "centroid.external")
-        if external.base_of(config, name) != config["base_model"]:
-            raise WeightspaceError(f"key 'centroid.external': '{name}' was finetuned from "
-                                   f"'{external.base_of(config, name)}', not from base_model '{config['base_model']}'")
+        external.check_same_base(config, name, "centroid.external", "the centroid experiment")
         if external.dataset_of(config, name) != target:
             members[name] = [external_id(name)]
     return members

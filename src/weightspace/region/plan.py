@@ -241,10 +241,7 @@ def _names(config: dict, names, where: str) -> list[str]:
             if name not in (config.get("external") or {}):
                 raise WeightspaceError(f"{where}: dataset '{name}' is not under 'datasets' (known: "
                                        f"{', '.join(sorted(config['datasets']))}) nor under 'external'")
-            if external.base_of(config, name) != config["base_model"]:
-                raise WeightspaceError(f"key '{where}': external '{name}' was finetuned from "
-                                       f"'{external.base_of(config, name)}', but the region is of base_model "
-                                       f"'{config['base_model']}'")
+            external.check_same_base(config, name, where, "the region")
     return list(dict.fromkeys(names))
 
 
