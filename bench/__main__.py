@@ -6,7 +6,7 @@ Run one with `python -m bench NAME`.
 import argparse
 import importlib
 
-BENCHMARKS = ["similarity", "probe"]  # module names under bench/, each with main(out_dir)
+BENCHMARKS = ["similarity", "merging", "train", "probe", "plan", "gpu"]  # module names under bench/, each with main(out_dir)
 
 
 def main() -> None:

@@ -33,7 +33,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _data(folder: Path, n_train: int, n_test: int) -> Path:
+def sentiment_data(folder: Path, n_train: int, n_test: int) -> Path:
     prepared = ROOT / "results/data/vader_movies"
     if (prepared / "meta.json").exists():
         return prepared
@@ -117,9 +117,9 @@ def main(out_dir) -> None:
         print(f"   skipped: {err}")
         return
     with tempfile.TemporaryDirectory() as tmp:
-        data_dir = _data(Path(tmp) / "data", n_train, n_test)
+        data_dir = sentiment_data(Path(tmp) / "data", n_train, n_test)
         cfg = {"max_train": n_train, "max_test": n_test, "sample_seed": 0, "batch_size": 64, "max_length": 64,
-               "C": None, "C_grid": None, "cv_folds": 5, "max_iter": 1000}
+               "C": None, "C_grid": None, "cv_folds": 5, "max_iter": 1000, "cv_rule": "one_se"}
         device = torch.device("cpu")
         start = time.perf_counter()
         ours = probe(model_dir, model_dir, {"target": data_dir}, cfg, device).iloc[0]

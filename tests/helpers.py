@@ -18,6 +18,10 @@ import pandas as pd
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # bench/ is a package at the repository root, not installed
+    sys.path.insert(0, str(ROOT))
+from bench.plan import SLURM_COMMANDS, path_without_slurm  # noqa: E402  (one copy, for the tests and the bench)
+
 os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
 SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
 TINY_CONFIG = ROOT / "tests/config/tiny.yaml"

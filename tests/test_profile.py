@@ -19,26 +19,12 @@ import sysconfig
 import pytest
 import yaml
 
-from helpers import ROOT, shipped_workdir, tiny_config
+from helpers import ROOT, SLURM_COMMANDS, path_without_slurm, shipped_workdir, tiny_config
 from weightspace import paths
 from weightspace.slurm_runtime import runtime_minutes
 
 PROFILE = ROOT / "profiles/slurm/config.yaml"
-SLURM_COMMANDS = {"sbatch", "srun", "squeue", "sacct", "sinfo", "scontrol", "scancel", "sacctmgr", "sshare"}
 CLUSTER = {"examples_per_second": 100, "startup_minutes": 10, "margin": 1.5, "max_minutes": 2880}
-
-
-def path_without_slurm(folder) -> str:
-    """A PATH of links to this machine's commands, less SLURM's: a machine with no SLURM."""
-    folder.mkdir()
-    for directory in os.environ["PATH"].split(os.pathsep):
-        if not os.path.isdir(directory):
-            continue
-        for name in os.listdir(directory):
-            link = folder / name
-            if name not in SLURM_COMMANDS and not link.exists() and os.access(os.path.join(directory, name), os.X_OK):
-                link.symlink_to(os.path.join(directory, name))
-    return str(folder)
 
 
 @pytest.mark.slow

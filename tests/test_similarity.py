@@ -11,7 +11,8 @@ from helpers import make_tiny_roberta
 from weightspace.errors import WeightspaceError
 from weightspace.io import load_tensors
 from weightspace.models import save_model_dir
-from weightspace.similarity import Similarity, chunk_capacity, plan_chunks, stream_similarity
+from weightspace.io import TensorReader, save_tensors
+from weightspace.similarity import Similarity, block_width, row_sources, stream_similarity
 from weightspace.taskvectors import task_vector
 
 
@@ -60,7 +61,7 @@ def naive_vectors(base, models, with_dense_head=False) -> np.ndarray:
     return np.stack(rows)
 
 
-@pytest.mark.parametrize("memory_mb", [64, 0.002])  # whole tensors; and ~90 floats per model, slicing rows
+@pytest.mark.parametrize("memory_mb", [64, 0.002])  # one block; and ~90 columns a block, across tensor ends
 def test_streaming_matches_flatten_and_sklearn(checkpoints, memory_mb):
     base, models = checkpoints
     vectors = [task_vector(m, base, name=m.name) for m in models]
@@ -75,29 +76,50 @@ def test_streaming_matches_flatten_and_sklearn(checkpoints, memory_mb):
     assert 0.2 < off.min() and off.max() < 0.9  # the shared direction: real, non-trivial cosines
 
 
-def test_tiny_budget_forces_row_slices(checkpoints):
+def test_sources_read_any_columns_as_the_flat_vector(checkpoints, tmp_path):
+    """Any column range of a model's weights minus its reference, read by pread from the files,
+    is that range of the flattened task vector: across tensor ends, for the pooler the classifier
+    lacks, and for a checkpoint stored in bfloat16."""
+    base, models = checkpoints
+    half = tmp_path / "bf16" / "model.safetensors"
+    save_tensors({k: v.to(torch.bfloat16) if v.is_floating_point() else v
+                  for k, v in load_tensors(models[1] / "model.safetensors").items()}, half)
+    rng = np.random.default_rng(0)
+    for finetuned in (models[0], half):
+        vector = task_vector(finetuned, base)
+        flat = vector.flatten()
+        with TensorReader() as reader:
+            weights, reference = row_sources(vector, vector.entries, reader)
+            assert len(weights.segments) < len(vector.entries)  # neighbouring tensors read as one
+            for start, stop in [(0, len(flat)), *sorted(rng.integers(0, len(flat), (20, 2)).tolist())]:
+                stop = max(start + 1, stop)
+                row, ref = torch.empty(stop - start), torch.empty(stop - start)
+                weights.fill(reader, start, stop, row)
+                reference.fill(reader, start, stop, ref)
+                torch.testing.assert_close(row - ref, flat[start:stop], rtol=0, atol=0)
+
+
+def test_reading_ahead_in_a_thread_gives_the_same_gram(checkpoints):
+    """With a second thread the next block is read while one is multiplied: the same sums, bit for bit."""
     base, models = checkpoints
     vectors = [task_vector(m, base) for m in models]
-    layout = list(vectors[0].entries)
-    capacity = chunk_capacity(len(vectors), 0.002)
-    chunks = plan_chunks(layout, capacity)
-    assert capacity * (len(vectors) + 2) * 4 <= 0.002 * 2**20  # float32 chunk, base slice, transfer buffer
-    # every chunk fits the budget unless it is a single row wider than the budget
-    for chunk in chunks:
-        width = sum(p.numel for p in chunk)
-        assert width <= capacity or (len(chunk) == 1 and chunk[0].stop - chunk[0].start == 1)
-    # every tensor is covered exactly once, in order, some of them in several slices
-    covered = {}
-    for piece in (p for c in chunks for p in c):
-        covered.setdefault(piece.index, []).append((piece.start, piece.stop))
-    assert sorted(covered) == list(range(len(layout)))
-    for index, spans in covered.items():
-        rows = layout[index].shape[0]
-        assert spans[0][0] == 0 and spans[-1][1] == rows
-        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
-    assert any(len(spans) > 1 for spans in covered.values())
-    # the capacity shrinks as models are added: memory does not grow with them
-    assert chunk_capacity(40, 64) * 42 <= chunk_capacity(4, 64) * 6
+    threads = torch.get_num_threads()
+    try:
+        grams = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            grams.append(stream_similarity(vectors, memory_mb=0.01).gram)
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_array_equal(grams[0], grams[1])
+
+
+def test_block_width_stays_within_the_budget():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert block_width(4, 0.002, cpu) * 2 * 5 * 4 <= 0.002 * 2**20  # D and a reference block, twice
+    assert block_width(40, 64, gpu) * 41 <= block_width(4, 64, gpu) * 5  # memory does not grow with models
+    assert block_width(4, 4096, cpu) == 1 << 17 < block_width(4, 4096, gpu)  # narrow on the CPU: D stays in cache
+    assert block_width(4, 1 << 20, gpu) == 1 << 22  # a few dozen transfers per roberta-base
 
 
 def test_task_vector_leaves_out_head_and_counts_unused_pooler_as_zero(checkpoints):
@@ -179,7 +201,7 @@ def test_each_reference_matches_torch(two_bases, mode, tmp_path):
     references = {"own_base": [b for _, b in two_bases], "first_base": [first] * 4, "none": [None] * 4}[mode]
     out = tmp_path / "similarity.parquet"
     similarity_step([{"model": m.name} for m, _ in two_bases], [m for m, _ in two_bases],
-                    [b for _, b in two_bases], references, out, False, 0.002, "cpu")  # row slices
+                    [b for _, b in two_bases], references, out, False, 0.002, "cpu")  # narrow blocks
     sim = Similarity.from_long_form(pd.read_parquet(out))
     vectors = torch.stack([raw_weights(m, b) - (0 if r is None else raw_weights(r, r))
                            for (m, b), r in zip(two_bases, references)])
@@ -224,4 +246,4 @@ def test_similarity_rule_on_the_tiny_grid(tiny_run):
     other = [sim.cosine[i, j] for i in range(6) for j in range(6) if dataset[i] != dataset[j]]
     assert np.mean(same) > 2 * np.mean(other)
     log = (workdir / "logs/similarity/tiny.log").read_text()
-    assert "chunk 1/1" in log and "parameters per model/s" in log and "ETA" in log
+    assert "block 1/1" in log and "parameters per model/s" in log and "ETA" in log

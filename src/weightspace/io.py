@@ -179,6 +179,73 @@ def open_safetensors(path):
     return safe_open(str(safetensors_file(path)), framework="pt")
 
 
+DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+
+
+def tensor_offsets(path) -> dict[str, tuple[str, int]]:
+    """name -> (dtype, byte offset of its data in the file) from a safetensors header (a
+    little-endian u64 length, then JSON whose `data_offsets` count from the end of the header)."""
+    path = safetensors_file(path)
+    with open(path, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size))
+    header.pop("__metadata__", None)
+    return {k: (v["dtype"], 8 + size + v["data_offsets"][0]) for k, v in header.items()}
+
+
+class TensorReader:
+    """Reads element ranges of safetensors tensors straight into float32 buffers with pread.
+
+    A memory map (safe_open) pays a page fault per 4 KB on first touch and, sliced, a copy into
+    a new tensor; pread copies the page-cache bytes once, into a buffer that is reused and stays
+    in the CPU's cache. Files are opened once each; close() (or the context) closes them.
+    """
+
+    def __init__(self):
+        self.fds, self.offsets, self.staging = {}, {}, torch.empty(0, dtype=torch.uint8)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
+
+    def location(self, path: Path, key: str) -> tuple[str, int]:
+        """(dtype, byte offset) of tensor `key` in `path`; the file is opened on first use."""
+        if path not in self.fds:
+            self.offsets[path] = tensor_offsets(path)
+            self.fds[path] = os.open(path, os.O_RDONLY)
+        return self.offsets[path][key]
+
+    def read(self, path: Path, dtype: str, offset: int, out: torch.Tensor) -> None:
+        """out (float32, contiguous, on the CPU) = the len(out) values of `dtype` from byte `offset`
+        of `path` (a file located before)."""
+        torch_dtype = DTYPES[dtype]
+        if torch_dtype == torch.float32:
+            self._pread(path, out, offset)
+            return
+        size = out.numel() * torch_dtype.itemsize
+        if self.staging.numel() < size:
+            self.staging = torch.empty(size, dtype=torch.uint8)
+        staged = self.staging[:size]
+        self._pread(path, staged, offset)
+        out.copy_(staged.view(torch_dtype))
+
+    def _pread(self, path: Path, out: torch.Tensor, offset: int) -> None:
+        view = memoryview(out.numpy()).cast("B")
+        done = 0
+        while done < len(view):
+            got = os.preadv(self.fds[path], [view[done:]], offset + done)
+            if got <= 0:
+                raise WeightspaceError(f"{path}: ended early (changed or cut short while being read)")
+            done += got
+
+
 @contextmanager
 def open_weights(paths) -> Iterator[dict[Path, object]]:
     """Open each distinct safetensors file (or model folder) once; all closed, and unmapped, on exit."""

@@ -6,18 +6,21 @@ different coefficients. It streams tensor by tensor, so memory holds one tensor 
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import torch
 
-from .checkpoints import WEIGHTS, check_checkpoint, encoder_key_map, tokenizer_files, weights_file
+from .checkpoints import FLOATING, WEIGHTS, check_checkpoint, encoder_key_map, tensor_header, tokenizer_files, weights_file
 from .errors import WeightspaceError
-from .io import copy_file, open_weights, save_tensors
+from .io import DTYPES, TensorReader, copy_file, load_tensors, open_weights, save_tensors
 from .model_card import write_model_card
 from .models import classifier_encoder_names
 from .paths import format_alpha
+
+_SLICE = 1 << 16  # elements of a tensor summed at a time: a member's slice is 256 KB
 
 ENCODER_NOTES = (
     "A bare encoder in the base model's architecture, without a task head: load it with `AutoModel`, or with "
@@ -60,6 +63,10 @@ def combined_tensors(checkpoints: Sequence, coefficients: Sequence[float], pretr
     other merges); each must fit the pretrained encoder (checkpoints.check_checkpoint). Encoder
     tensors a checkpoint lacks (an unused pooler) are the pretrained ones; non-floating tensors
     are copied from the pretrained model.
+
+    Each tensor is summed in slices of _SLICE elements: every member's slice is read by pread
+    (io.TensorReader) into a buffer that stays in the CPU's cache, scaled and added there, so the
+    members' weights are copied once out of the page cache and the arithmetic costs little more.
     """
     if len(checkpoints) != len(coefficients) or not checkpoints:
         raise WeightspaceError(f"combine: {len(checkpoints)} checkpoints but {len(coefficients)} coefficients")
@@ -69,18 +76,39 @@ def combined_tensors(checkpoints: Sequence, coefficients: Sequence[float], pretr
     # A zero coefficient drops its model: alpha = 1 or 0 on a line then copies an endpoint bit for bit
     # (0 * w would turn a stored -0.0 into +0.0), and its tensors are not read at all.
     used = [(c, k) for c, k in zip(checkpoints, coefficients) if k != 0] or [(checkpoints[0], 0.0)]
+    pretrained = pretrained_dir / WEIGHTS
+    files = [weights_file(c) for c, _ in used]
+    base = tensor_header(pretrained)
+    maps = [encoder_key_map(tensor_header(f), list(base)) for f in files]
     merged = {}
-    for name, w0, tensors in aligned_tensors([c for c, _ in used], pretrained_dir):
-        if not w0.is_floating_point():
-            # integer buffers (position_ids) are not weights: a weighted sum would truncate them
-            merged[name] = w0
-            continue
-        acc = None
-        for tensor, (_, coef) in zip(tensors, used):
-            term = coef * tensor.to(torch.float32)
-            acc = term if acc is None else acc + term
-        merged[name] = acc.to(w0.dtype)
+    with TensorReader() as reader:
+        for name, (shape, dtype) in base.items():
+            if dtype not in FLOATING:
+                # integer buffers (position_ids) are not weights: a weighted sum would truncate them
+                merged[name] = load_tensors(pretrained, [name])[name]
+                continue
+            terms = [((pretrained, name) if m[name] is None else (f, m[name]), k) for f, m, (_, k) in zip(files, maps, used)]
+            merged[name] = _weighted_sum(reader, terms, math.prod(shape)).reshape(shape).to(DTYPES[dtype])
     return merged
+
+
+def _weighted_sum(reader: TensorReader, terms, numel: int) -> torch.Tensor:
+    """sum of coefficient * tensor over terms ((file, key), coefficient), flat float32, added in
+    the terms' order (the first term's product, then each next one added), as plain tensor
+    arithmetic would."""
+    total = torch.empty(numel, dtype=torch.float32)
+    term = torch.empty(min(numel, _SLICE), dtype=torch.float32)
+    locations = [(path, *reader.location(path, key), coefficient) for (path, key), coefficient in terms]
+    for start in range(0, numel, _SLICE):
+        stop = min(numel, start + _SLICE)
+        acc = total[start:stop]
+        for k, (path, dtype, offset, coefficient) in enumerate(locations):
+            target = acc if k == 0 else term[: stop - start]
+            reader.read(path, dtype, offset + start * DTYPES[dtype].itemsize, target)
+            target.mul_(coefficient)
+            if k:
+                acc.add_(target)
+    return total
 
 
 def combine(checkpoints: Sequence, coefficients: Sequence[float], pretrained_dir, out_dir,

@@ -2,77 +2,148 @@
 
 Every cosine similarity, dot product and Euclidean distance between M task vectors follows from
 their Gram matrix G = V V^T (V: models x parameters) and its diagonal, the squared norms. G is
-accumulated chunk by chunk: a chunk holds the same rows of the same tensors from every model as
-D (models x chunk width; each row the model's weights minus its reference, see taskvectors), and
-G += D D^T. Each finetuned weight is read once, each base's weight once per chunk however many
-models it serves as reference, and memory holds one chunk: D fits in `memory_mb` whatever the
-number of parameters, and its width shrinks as models are added.
+accumulated block by block: the parameters are laid out flat (the common layout's tensors in
+order), and a block is the same columns of every model, as D (models x block width; each row the
+model's weights minus its reference, see taskvectors), then G += D D^T. Each weight is read once,
+a reference shared by several models once per block, and memory holds one block, whatever the
+number of parameters.
+
+Speed: the block is narrow on the CPU (_CPU_COLUMNS), so D stays in the CPU's cache from the
+read to the product, and the values are read with pread (io.TensorReader) straight into D: one
+copy out of the page cache, no page faults of a memory map. What is left is the product, M^2
+multiply-adds per parameter: beyond a few models it, not the reading, sets the pace. On a GPU the
+block is wider (_GPU_COLUMNS), to make each transfer to the device large; there the products are
+quick and the next block is read while the device works on this one.
 
 Precision: D holds the differences in float32 (exact to half an ulp of the difference), and
 D D^T is summed in float64 over column blocks of _BLOCK, each block's product taken in float32
 (TF32 off). The error of a block is that of a float32 dot product of _BLOCK terms, far below the
 1e-5 the tests ask of a cosine; full float64 would double the memory traffic and, on a CPU, the
-time (the products dominate once there are more than a few models).
+time.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from .io import open_weights
+from .io import DTYPES, TensorReader
 from .taskvectors import Entry, TaskVector, common_layout, dropped_head_tensors
 
 log = logging.getLogger(__name__)
 
 _BYTES = 4  # D is float32
 _BLOCK = 1 << 15  # columns per float32 product summed into the float64 Gram matrix
+_CPU_COLUMNS = 1 << 17  # columns per block on the CPU: D of 16 models is 8 MB
+_GPU_COLUMNS = 1 << 22  # on a GPU: 16 MB per model and copy, a few dozen blocks per roberta-base
 
 
 @dataclass(frozen=True)
-class Piece:
-    """Rows start:stop of layout tensor `index` (start None: a 0-d tensor, read whole)."""
+class Segment:
+    """Columns start:stop of the flat layout, stored as `dtype` from byte `offset` of `path`
+    (path None: zeros)."""
 
-    index: int
-    start: int | None
-    stop: int | None
-    numel: int
-
-
-def plan_chunks(layout: Sequence[Entry], capacity: int) -> list[list[Piece]]:
-    """Pack the layout's tensors, split into row slices where needed, into chunks of at most
-    `capacity` elements per model (a single row larger than that gets a chunk of its own)."""
-    chunks, current, used = [], [], 0
-    for index, entry in enumerate(layout):
-        rows = entry.shape[0] if entry.shape else 1
-        row_numel = entry.numel // rows if rows else 0
-        start = 0
-        while start < rows and row_numel:
-            free = (capacity - used) // row_numel
-            if free <= 0 and current:
-                chunks.append(current)
-                current, used = [], 0
-                continue
-            stop = min(rows, start + max(free, 1))
-            numel = (stop - start) * row_numel
-            current.append(Piece(index, start, stop, numel) if entry.shape else Piece(index, None, None, 1))
-            used += numel
-            start = stop
-    if current:
-        chunks.append(current)
-    return chunks
+    start: int
+    stop: int
+    path: Path | None = None
+    dtype: str = "F32"
+    offset: int = 0
 
 
-def chunk_capacity(n_models: int, memory_mb: float) -> int:
-    """Elements per model in a chunk: D (models x width, float32) plus one pretrained slice and
-    one transfer buffer of the same width fit in `memory_mb`."""
-    return max(1, int(memory_mb * 2**20) // (_BYTES * (n_models + 2)))
+class Source:
+    """Where each column of one flat row is stored: weights, or a reference, over the layout."""
+
+    def __init__(self, segments: list[Segment]):
+        self.segments = _coalesced(segments)
+        self.starts = [seg.start for seg in self.segments]
+        self.key = tuple(self.segments)
+
+    def fill(self, reader: TensorReader, start: int, stop: int, out: torch.Tensor) -> None:
+        """out = columns start:stop."""
+        j = bisect.bisect_right(self.starts, start) - 1
+        while j < len(self.segments) and self.segments[j].start < stop:
+            seg = self.segments[j]
+            a, b = max(seg.start, start), min(seg.stop, stop)
+            target = out[a - start : b - start]
+            if seg.path is None:
+                target.zero_()
+            else:
+                reader.read(seg.path, seg.dtype, seg.offset + (a - seg.start) * DTYPES[seg.dtype].itemsize, target)
+            j += 1
+
+
+def _coalesced(segments: list[Segment]) -> list[Segment]:
+    """Neighbouring segments that are also neighbours in one file (or both zeros) as one."""
+    merged = []
+    for seg in segments:
+        if seg.stop == seg.start:
+            continue
+        last = merged[-1] if merged else None
+        if last and last.path == seg.path and last.dtype == seg.dtype and (
+                seg.path is None or last.offset + (last.stop - last.start) * DTYPES[last.dtype].itemsize == seg.offset):
+            merged[-1] = Segment(last.start, seg.stop, last.path, last.dtype, last.offset)
+        else:
+            merged.append(seg)
+    return merged
+
+
+def row_sources(vector: TaskVector, layout: Sequence[Entry], reader: TensorReader) -> tuple[Source, Source | None]:
+    """The sources of one model's weights and of its reference (None: zero) over the layout.
+
+    A tensor the checkpoint lacks is the pretrained one (it did not move); a head tensor, or any
+    tensor of a vector without reference, has a zero reference.
+    """
+    own = {e.name: e for e in vector.entries}
+    weights, reference, column = [], [], 0
+    for entry in layout:
+        e = own[entry.name]
+        stop = column + entry.numel
+        if e.finetuned_key is not None:
+            weights.append(Segment(column, stop, vector.finetuned, *reader.location(vector.finetuned, e.finetuned_key)))
+        else:
+            weights.append(Segment(column, stop, vector.pretrained, *reader.location(vector.pretrained, e.pretrained_key)))
+        if vector.reference is None or e.pretrained_key is None:
+            reference.append(Segment(column, stop))
+        else:
+            reference.append(Segment(column, stop, vector.reference, *reader.location(vector.reference, e.pretrained_key)))
+        column = stop
+    reference = Source(reference)
+    return Source(weights), None if all(seg.path is None for seg in reference.segments) else reference
+
+
+def reference_groups(sources) -> list[tuple[Source, list[int]]]:
+    """Each distinct reference and the rows that subtract it: a base shared by models is read once."""
+    groups = {}
+    for i, (_, reference) in enumerate(sources):
+        if reference is not None:
+            groups.setdefault(reference.key, (reference, []))[1].append(i)
+    return list(groups.values())
+
+
+class _Slot:
+    """Host buffers for one block: the models' rows and the distinct references' rows."""
+
+    def __init__(self, models: int, references: int, width: int, pinned: bool):
+        self.rows = torch.empty(models, width, dtype=torch.float32, pin_memory=pinned)
+        self.references = torch.empty(references, width, dtype=torch.float32, pin_memory=pinned)
+
+
+def block_width(n_models: int, memory_mb: float, device: torch.device) -> int:
+    """Columns per block: D (models x width, float32) and a reference block, twice (one read while
+    the other is multiplied), fit in `memory_mb`; at most _CPU_COLUMNS on the CPU, so that D stays
+    in cache, and _GPU_COLUMNS on a GPU."""
+    width = max(1, int(memory_mb * 2**20) // (_BYTES * 2 * (n_models + 1)))
+    return min(width, _CPU_COLUMNS if device.type == "cpu" else _GPU_COLUMNS)
 
 
 @dataclass
@@ -131,34 +202,61 @@ def stream_similarity(vectors: Sequence[TaskVector], memory_mb: float = 512,
     dropped = dropped_head_tensors(vectors)
     if dropped:
         log.info("head tensors not shared by all models (left out): %s", ", ".join(dropped))
-    by_name = [{e.name: e for e in v.entries} for v in vectors]
     m = len(vectors)
-    chunks = plan_chunks(layout, chunk_capacity(m, memory_mb))
-    widest = max(sum(p.numel for p in c) for c in chunks)
-    buffer = torch.empty(m * widest, dtype=torch.float32, device=device)
-    gram = torch.zeros(m, m, dtype=torch.float64, device=device)
     total = sum(e.numel for e in layout)
-    log.info("similarity of %d models, %d parameters each, in %d chunks (%.1f MB each, device %s)",
-             m, total, len(chunks), m * widest * _BYTES / 2**20, device)
-    paths = [p for v in vectors for p in v.files]
-    progress = _Progress(total, len(chunks))
-    for number, chunk in enumerate(chunks, 1):
-        width = sum(p.numel for p in chunk)
-        d = buffer[: m * width].view(m, width)
-        # files are opened per chunk: their memory maps, and the pages read through them, go with it
-        with open_weights(paths) as files:
-            column = 0
-            for piece in chunk:
-                name = layout[piece.index].name
-                columns = slice(column, column + piece.numel)
-                bases = {}
-                for i, vector in enumerate(vectors):
-                    _fill_row(d[i, columns], vector, by_name[i][name], files, piece, bases, device)
-                column += piece.numel
-        add_gram(gram, d)
-        progress.report(number, width)
+    width = block_width(m, memory_mb, device)
+    blocks = -(-total // width)
+    log.info("similarity of %d models, %d parameters each, in %d blocks (%.1f MB each, device %s)",
+             m, total, blocks, m * width * _BYTES / 2**20, device)
+    gram = torch.zeros(m, m, dtype=torch.float64, device=device)
+    spans = [(start, min(total, start + width)) for start in range(0, total, width)]
+    # With a second core (or a GPU doing the products) the next block is read while this one is
+    # multiplied; on the CPU the products then leave that core to the reading (more threads than
+    # cores make the BLAS threads wait on each other: slower than not reading ahead at all).
+    threads = torch.get_num_threads()
+    ahead = device.type == "cuda" or threads > 1
+    product_threads = threads - 1 if device.type == "cpu" and ahead else threads
+    with TensorReader() as reader, ThreadPoolExecutor(1) as pool, intra_op_threads(product_threads):
+        sources = [row_sources(v, layout, reader) for v in vectors]
+        groups = reference_groups(sources)
+        slots = [_Slot(m, len(groups), width, device.type == "cuda") for _ in range(2 if ahead else 1)]
+
+        def read(k: int) -> _Slot:
+            slot, (start, stop) = slots[k % len(slots)], spans[k]
+            for i, (weights, _) in enumerate(sources):
+                weights.fill(reader, start, stop, slot.rows[i, : stop - start])
+            for j, (reference, _) in enumerate(groups):
+                reference.fill(reader, start, stop, slot.references[j, : stop - start])
+            return slot
+
+        progress = _Progress(total, len(spans))
+        pending = pool.submit(read, 0) if ahead else None
+        for k, (start, stop) in enumerate(spans):
+            if ahead:
+                slot = pending.result()
+                pending = pool.submit(read, k + 1) if k + 1 < len(spans) else None
+            else:
+                slot = read(k)
+            d = slot.rows[:, : stop - start].to(device)
+            references = slot.references[:, : stop - start].to(device)
+            for j, (_, rows) in enumerate(groups):
+                for i in rows:
+                    d[i].sub_(references[j])
+            add_gram(gram, d)
+            progress.report(k + 1, stop - start)
     gram = gram.cpu().numpy()
     return Similarity([v.name for v in vectors], (gram + gram.T) / 2)  # blocks' products are not bitwise symmetric
+
+
+@contextmanager
+def intra_op_threads(n: int):
+    """torch's intra-op threads set to n for the block, then back."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def add_gram(gram: torch.Tensor, d: torch.Tensor) -> None:
@@ -173,43 +271,19 @@ def add_gram(gram: torch.Tensor, d: torch.Tensor) -> None:
         torch.backends.cuda.matmul.allow_tf32 = tf32
 
 
-def _fill_row(row, vector: TaskVector, entry: Entry, files, piece: Piece, bases: dict, device) -> None:
-    """row = weights - reference for one piece; a base's slice (as reference, or standing in for a
-    tensor the checkpoint lacks) is read once per base file."""
-    finetuned = vector.finetuned_rows(files, entry, piece.start, piece.stop)
-    if finetuned is None:
-        weights = _base_slice(vector.pretrained, vector.pretrained_rows, entry, files, piece, bases, device)
-    else:
-        weights = finetuned.reshape(-1).to(device, torch.float32)
-    reference = _base_slice(vector.reference, vector.reference_rows, entry, files, piece, bases, device)
-    if reference is None:
-        row.copy_(weights)
-    else:
-        torch.sub(weights, reference, out=row)
-
-
-def _base_slice(path, read, entry: Entry, files, piece: Piece, bases: dict, device) -> torch.Tensor | None:
-    """The piece of a base file, flat on `device`, read by `read` once and kept in `bases`."""
-    key = (path, entry.pretrained_key)
-    if key not in bases:
-        rows = read(files, entry, piece.start, piece.stop)
-        bases[key] = None if rows is None else rows.reshape(-1).to(device, torch.float32)
-    return bases[key]
-
-
 class _Progress:
-    def __init__(self, total: int, chunks: int, every_s: float = 10.0):
-        self.total, self.chunks, self.every_s = total, chunks, every_s
+    def __init__(self, total: int, blocks: int, every_s: float = 10.0):
+        self.total, self.blocks, self.every_s = total, blocks, every_s
         self.done, self.start, self.last = 0, time.perf_counter(), 0.0
 
     def report(self, number: int, width: int) -> None:
         self.done += width
         elapsed = time.perf_counter() - self.start
-        if number == self.chunks or elapsed - self.last >= self.every_s:
+        if number == self.blocks or elapsed - self.last >= self.every_s:
             self.last = elapsed
             rate = self.done / max(elapsed, 1e-9)
-            log.info("chunk %d/%d  %.1f M parameters per model/s  elapsed %.1f s  ETA %.1f s",
-                     number, self.chunks, rate / 1e6, elapsed, (self.total - self.done) / max(rate, 1e-9))
+            log.info("block %d/%d  %.1f M parameters per model/s  elapsed %.1f s  ETA %.1f s",
+                     number, self.blocks, rate / 1e6, elapsed, (self.total - self.done) / max(rate, 1e-9))
 
 
 def flattened_matrix(vectors: Sequence[TaskVector], dtype=torch.float64) -> np.ndarray:
