@@ -279,3 +279,56 @@ def test_a_bert_centroid_loads_into_a_classifier_without_unexpected_keys(endpoin
     assert not info["unexpected_keys"] and "UNEXPECTED" not in said
     _, info, said = loaded(AutoModel, tmp_path / "c")
     assert not info["missing_keys"] and not info["unexpected_keys"] and not said, said
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_streamed_merge_file_holds_the_in_memory_tensors_bit_for_bit(endpoints, tmp_path, monkeypatch, dtype):
+    """Combination.write streams slices into the file: with slices smaller than a tensor, and a
+    base in bfloat16 with an integer buffer, the file is the in-memory merge, and safetensors reads it."""
+    import weightspace.merging as merging
+    _, base, ends = endpoints
+    pretrained = {k: v.to(dtype) for k, v in load_tensors(base / "model.safetensors").items()}
+    other = tmp_path / "base"
+    other.mkdir()
+    shutil.copy(base / "config.json", other / "config.json")
+    save_tensors({**pretrained, "embeddings.position_ids": torch.arange(40).unsqueeze(0)}, other / "model.safetensors")
+    monkeypatch.setattr(merging, "_SLICE", 1000)
+    point = merging.Combination(ends, [0.3, 0.7], other)
+    point.write(tmp_path / "streamed.safetensors", metadata={"b": "2", "a": "1"})
+    expected = point.tensors()
+    with safe_open(str(tmp_path / "streamed.safetensors"), framework="pt") as f:
+        assert f.metadata() == {"a": "1", "b": "2"}
+        streamed = {k: f.get_tensor(k) for k in f.keys()}
+    assert streamed.keys() == expected.keys()
+    assert all(streamed[k].dtype == expected[k].dtype and torch.equal(streamed[k], expected[k]) for k in expected)
+    assert streamed["embeddings.word_embeddings.weight"].dtype == dtype
+    assert torch.equal(streamed["embeddings.position_ids"], torch.arange(40).unsqueeze(0))
+    monkeypatch.setattr(merging, "_SLICE", 1 << 20)
+    assert all(torch.equal(v, expected[k]) for k, v in merging.Combination(ends, [0.3, 0.7], other).tensors().items())
+
+
+def test_a_merge_cut_short_leaves_no_weights_file(endpoints, tmp_path, monkeypatch):
+    import weightspace.io as wio
+    _, base, ends = endpoints
+    calls = {"n": 0}
+    real = wio.TensorWriter.write
+
+    def dies_midway(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        real(self, *args)
+
+    monkeypatch.setattr(wio.TensorWriter, "write", dies_midway)
+    with pytest.raises(KeyboardInterrupt):
+        combine(ends, [0.5, 0.5], base, tmp_path / "mean")
+    assert not (tmp_path / "mean" / "model.safetensors").exists()
+    assert [p.name for p in (tmp_path / "mean").iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_writer_that_misses_a_tensor_refuses_to_finish(tmp_path):
+    from weightspace.io import tensor_writer
+    with pytest.raises(WeightspaceError, match="8 of 16 tensor bytes"):
+        with tensor_writer(tmp_path / "w.safetensors", [("a", "F32", (2,)), ("b", "F32", (2,))]) as out:
+            out.write("a", 0, torch.ones(2))
+    assert not (tmp_path / "w.safetensors").exists()

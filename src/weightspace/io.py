@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import shutil
 from contextlib import ExitStack, contextmanager
@@ -191,6 +192,65 @@ def tensor_offsets(path) -> dict[str, tuple[str, int]]:
         header = json.loads(f.read(size))
     header.pop("__metadata__", None)
     return {k: (v["dtype"], 8 + size + v["data_offsets"][0]) for k, v in header.items()}
+
+
+@contextmanager
+def intra_op_threads(n: int):
+    """torch's intra-op threads set to n for the block, then back."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+
+
+class TensorWriter:
+    """A safetensors file whose tensors (names, dtypes, shapes) are known before their values: the
+    header goes first, then each tensor's bytes are written at their place with pwrite, a slice at a
+    time, so that a merge never holds a whole model (safetensors' save_file needs every tensor in
+    memory, and copies them all into one bytes object). Made by tensor_writer."""
+
+    def __init__(self, fd: int, path: Path, entries, metadata: Mapping[str, str]):
+        header, self.offsets, end = {"__metadata__": dict(sorted(metadata.items()))} if metadata else {}, {}, 0
+        for name, dtype, shape in entries:
+            size = math.prod(shape) * _ITEMSIZE[dtype]
+            header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [end, end + size]}
+            self.offsets[name], end = (dtype, end), end + size
+        encoded = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        encoded += b" " * (-len(encoded) % 8)
+        self.fd, self.path, self.start, self.size, self.written = fd, path, 8 + len(encoded), end, 0
+        os.write(fd, len(encoded).to_bytes(8, "little") + encoded)
+
+    def write(self, name: str, start: int, values: torch.Tensor) -> None:
+        """values (CPU, the tensor's dtype) as the elements of `name` from index `start` on (flat)."""
+        dtype, offset = self.offsets[name]
+        if dtype in DTYPES and values.dtype != DTYPES[dtype]:
+            raise WeightspaceError(f"{self.path}: tensor {name} is {dtype}, given {values.dtype}")
+        view = memoryview(values.contiguous().reshape(-1).view(torch.uint8).numpy()).cast("B")
+        position, done = self.start + offset + start * _ITEMSIZE[dtype], 0
+        while done < len(view):
+            done += os.pwrite(self.fd, view[done:], position + done)
+        self.written += done
+
+
+@contextmanager
+def tensor_writer(path, entries: list[tuple[str, str, tuple[int, ...]]],
+                  metadata: Mapping[str, str] | None = None) -> Iterator[TensorWriter]:
+    """A TensorWriter for `path` (entries: name, safetensors dtype, shape, in file order), written
+    under a temporary name and moved onto `path` only once every tensor byte is written."""
+    with atomic_path(path) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            writer = TensorWriter(fd, Path(path), entries, metadata or {})
+            yield writer
+        finally:
+            os.close(fd)
+        if writer.written != writer.size:
+            raise WeightspaceError(f"{path}: {writer.written} of {writer.size} tensor bytes written")
 
 
 class TensorReader:

@@ -1,7 +1,8 @@
 """New points in weight space from finetuned models: w = sum_i c_i * w_i over the encoder.
 
 Interpolation, extrapolation, centroids and convex-hull samples are all this one operation with
-different coefficients. It streams tensor by tensor, so memory holds one tensor per model.
+different coefficients. It streams slice by slice (Combination), so a merge written to disk holds
+a few MB, not a model.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ import torch
 
 from .checkpoints import FLOATING, WEIGHTS, check_checkpoint, encoder_key_map, tensor_header, tokenizer_files, weights_file
 from .errors import WeightspaceError
-from .io import DTYPES, TensorReader, copy_file, load_tensors, open_weights, save_tensors
+from .io import (DTYPES, TensorReader, copy_file, intra_op_threads, load_tensors, open_weights, save_tensors,
+                 tensor_writer)
 from .model_card import write_model_card
 from .models import classifier_encoder_names
 from .paths import format_alpha
 
-_SLICE = 1 << 16  # elements of a tensor summed at a time: a member's slice is 256 KB
+_SLICE = 1 << 20  # elements of a tensor summed at a time: the sum and a member's slice, 4 MB each, stay in L3
 
 ENCODER_NOTES = (
     "A bare encoder in the base model's architecture, without a task head: load it with `AutoModel`, or with "
@@ -57,58 +59,99 @@ def aligned_tensors(checkpoints: Sequence, pretrained_dir) -> Iterator[tuple[str
 
 
 def combined_tensors(checkpoints: Sequence, coefficients: Sequence[float], pretrained_dir) -> dict[str, torch.Tensor]:
+    """sum_i coefficients[i] * encoder(checkpoints[i]), by the pretrained encoder's tensor names, in
+    memory (Combination.tensors)."""
+    return Combination(checkpoints, coefficients, pretrained_dir).tensors()
+
+
+class Combination:
     """sum_i coefficients[i] * encoder(checkpoints[i]), by the pretrained encoder's tensor names.
 
     `checkpoints` are model folders or model.safetensors files (finetuned, or bare encoders such as
     other merges); each must fit the pretrained encoder (checkpoints.check_checkpoint). Encoder
     tensors a checkpoint lacks (an unused pooler) are the pretrained ones; non-floating tensors
-    are copied from the pretrained model.
+    are copied from the pretrained model. tensors() computes it in memory; write() streams it
+    into a safetensors file, holding a slice, not a model; save_encoder takes either.
 
     Each tensor is summed in slices of _SLICE elements: every member's slice is read by pread
     (io.TensorReader) into a buffer that stays in the CPU's cache, scaled and added there, so the
     members' weights are copied once out of the page cache and the arithmetic costs little more.
+    The terms are added in order (the first one's product, then each next one added), as plain
+    tensor arithmetic would. The arithmetic runs on one thread: on slices of this size a second one
+    costs more in hand-offs than it saves (make bench).
     """
-    if len(checkpoints) != len(coefficients) or not checkpoints:
-        raise WeightspaceError(f"combine: {len(checkpoints)} checkpoints but {len(coefficients)} coefficients")
-    pretrained_dir = Path(pretrained_dir)
-    for checkpoint in checkpoints:
-        check_checkpoint(checkpoint, pretrained_dir)
-    # A zero coefficient drops its model: alpha = 1 or 0 on a line then copies an endpoint bit for bit
-    # (0 * w would turn a stored -0.0 into +0.0), and its tensors are not read at all.
-    used = [(c, k) for c, k in zip(checkpoints, coefficients) if k != 0] or [(checkpoints[0], 0.0)]
-    pretrained = pretrained_dir / WEIGHTS
-    files = [weights_file(c) for c, _ in used]
-    base = tensor_header(pretrained)
-    maps = [encoder_key_map(tensor_header(f), list(base)) for f in files]
-    merged = {}
-    with TensorReader() as reader:
-        for name, (shape, dtype) in base.items():
-            if dtype not in FLOATING:
-                # integer buffers (position_ids) are not weights: a weighted sum would truncate them
-                merged[name] = load_tensors(pretrained, [name])[name]
-                continue
-            terms = [((pretrained, name) if m[name] is None else (f, m[name]), k) for f, m, (_, k) in zip(files, maps, used)]
-            merged[name] = _weighted_sum(reader, terms, math.prod(shape)).reshape(shape).to(DTYPES[dtype])
-    return merged
+
+    def __init__(self, checkpoints: Sequence, coefficients: Sequence[float], pretrained_dir):
+        if len(checkpoints) != len(coefficients) or not checkpoints:
+            raise WeightspaceError(f"combine: {len(checkpoints)} checkpoints but {len(coefficients)} coefficients")
+        pretrained_dir = Path(pretrained_dir)
+        for checkpoint in checkpoints:
+            check_checkpoint(checkpoint, pretrained_dir)
+        # A zero coefficient drops its model: alpha = 1 or 0 on a line then copies an endpoint bit for
+        # bit (0 * w would turn a stored -0.0 into +0.0), and its tensors are not read at all.
+        used = [(c, k) for c, k in zip(checkpoints, coefficients) if k != 0] or [(checkpoints[0], 0.0)]
+        self.pretrained = pretrained_dir / WEIGHTS
+        files = [weights_file(c) for c, _ in used]
+        self.header = tensor_header(self.pretrained)
+        maps = [encoder_key_map(tensor_header(f), list(self.header)) for f in files]
+        # integer buffers (position_ids) are not weights: a weighted sum would truncate them
+        self.terms = {name: None if dtype not in FLOATING else
+                      [((self.pretrained, name) if m[name] is None else (f, m[name]), k) for f, m, (_, k) in zip(files, maps, used)]
+                      for name, (_, dtype) in self.header.items()}
+
+    def tensors(self, names: set[str] | None = None) -> dict[str, torch.Tensor]:
+        """The combination's tensors (those in `names`, if given)."""
+        merged = {}
+        with intra_op_threads(1):
+            for name, values in self._computed(names):
+                shape, dtype = self.header[name]
+                merged[name] = values if self.terms[name] is None else torch.empty(shape, dtype=DTYPES[dtype])
+                if self.terms[name] is not None:
+                    flat = merged[name].view(-1)
+                    for start, part in values:
+                        flat[start:start + part.numel()] = part
+        return merged
+
+    def write(self, path, names: set[str] | None = None, metadata: dict[str, str] | None = None) -> None:
+        """The combination's tensors (those in `names`, if given) as a safetensors file at `path`."""
+        entries = [(n, dtype, shape) for n, (shape, dtype) in self.header.items() if names is None or n in names]
+        with tensor_writer(path, entries, metadata) as out, intra_op_threads(1):
+            for name, values in self._computed(names):
+                if self.terms[name] is None:
+                    out.write(name, 0, values)
+                    continue
+                dtype = DTYPES[self.header[name][1]]
+                for start, part in values:
+                    out.write(name, start, part.to(dtype))
+
+    def _computed(self, names: set[str] | None):
+        """(name, tensor) for the integer tensors, (name, iterator of (start, float32 slice)) for the
+        rest: each slice is valid until the iterator moves on."""
+        kept = [(n, math.prod(shape)) for n, (shape, _) in self.header.items() if names is None or n in names]
+        width = min(_SLICE, max((numel for _, numel in kept), default=0))
+        buffers = torch.empty(2, width, dtype=torch.float32)
+        with TensorReader() as reader:
+            for name, numel in kept:
+                if self.terms[name] is None:
+                    yield name, load_tensors(self.pretrained, [name])[name]
+                else:
+                    yield name, _weighted_slices(reader, self.terms[name], numel, *buffers)
 
 
-def _weighted_sum(reader: TensorReader, terms, numel: int) -> torch.Tensor:
-    """sum of coefficient * tensor over terms ((file, key), coefficient), flat float32, added in
-    the terms' order (the first term's product, then each next one added), as plain tensor
-    arithmetic would."""
-    total = torch.empty(numel, dtype=torch.float32)
-    term = torch.empty(min(numel, _SLICE), dtype=torch.float32)
+def _weighted_slices(reader: TensorReader, terms, numel: int, acc: torch.Tensor, term: torch.Tensor):
+    """Yield (start, sum of coefficient * tensor[start:stop] over terms ((file, key), coefficient))
+    for the slices of _SLICE elements of a tensor of `numel` elements, in float32, summed in `acc`
+    (with `term` as scratch): each slice is overwritten by the next."""
     locations = [(path, *reader.location(path, key), coefficient) for (path, key), coefficient in terms]
     for start in range(0, numel, _SLICE):
-        stop = min(numel, start + _SLICE)
-        acc = total[start:stop]
+        n = min(numel, start + _SLICE) - start
         for k, (path, dtype, offset, coefficient) in enumerate(locations):
-            target = acc if k == 0 else term[: stop - start]
+            target = acc[:n] if k == 0 else term[:n]
             reader.read(path, dtype, offset + start * DTYPES[dtype].itemsize, target)
             target.mul_(coefficient)
             if k:
-                acc.add_(target)
-    return total
+                acc[:n].add_(target)
+        yield start, acc[:n]
 
 
 def combine(checkpoints: Sequence, coefficients: Sequence[float], pretrained_dir, out_dir,
@@ -116,7 +159,7 @@ def combine(checkpoints: Sequence, coefficients: Sequence[float], pretrained_dir
             classifier_start: bool = False) -> None:
     """Write combined_tensors(...) as a bare encoder into out_dir (the pretrained model's names and
     config, so load_encoder() reads it); `title`, `metadata` and `command` make its card (save_encoder)."""
-    save_encoder(combined_tensors(checkpoints, coefficients, pretrained_dir), pretrained_dir, out_dir, metadata,
+    save_encoder(Combination(checkpoints, coefficients, pretrained_dir), pretrained_dir, out_dir, metadata,
                  title, command, classifier_start=classifier_start)
 
 
@@ -144,14 +187,15 @@ def line_tensors(w1, w2, alpha, pretrained_dir) -> dict[str, torch.Tensor]:
 def interpolate(w1, w2, alpha, pretrained_dir, out_dir, metadata: dict | None = None,
                 command: str | None = None) -> None:
     """Write line_tensors(w1, w2, alpha) as a bare encoder into out_dir."""
-    save_encoder(line_tensors(w1, w2, alpha, pretrained_dir), pretrained_dir, out_dir,
+    save_encoder(Combination([w1, w2], list(line_coefficients(alpha)), pretrained_dir), pretrained_dir, out_dir,
                  metadata={"alpha": format_alpha(alpha), "w1": str(w1), "w2": str(w2), **(metadata or {})},
                  title=f"alpha * w1 + (1 - alpha) * w2 at alpha = {format_alpha(alpha)}", command=command)
 
 
-def save_encoder(tensors: dict, pretrained_dir, out_dir, metadata: dict | None = None, title: str = "Merged encoder",
+def save_encoder(tensors: dict | Combination, pretrained_dir, out_dir, metadata: dict | None = None, title: str = "Merged encoder",
                  command: str | None = None, standalone: bool = True, classifier_start: bool = False) -> None:
-    """Write bare-encoder tensors as a model folder that plain transformers loads (load_encoder() too).
+    """Write bare-encoder tensors (or a Combination, streamed) as a model folder that plain
+    transformers loads (load_encoder() too).
 
     The folder gets the pretrained model's config and tokenizer files, a model card (`title`, the
     base, `metadata` as its facts, `command`) and the weights, last; `metadata` is also stored in
@@ -167,7 +211,9 @@ def save_encoder(tensors: dict, pretrained_dir, out_dir, metadata: dict | None =
     if standalone:
         write_model_card(out_dir, title, pretrained_dir.name, metadata or {}, command,
                          notes=START_NOTES if classifier_start else ENCODER_NOTES)
-    if classifier_start:
-        kept = classifier_encoder_names(pretrained_dir)
-        tensors = tensors if kept is None else {k: v for k, v in tensors.items() if k in kept}
-    save_tensors(tensors, out_dir / WEIGHTS, metadata={k: str(v) for k, v in (metadata or {}).items()})
+    kept = classifier_encoder_names(pretrained_dir) if classifier_start else None
+    facts = {k: str(v) for k, v in (metadata or {}).items()}
+    if isinstance(tensors, Combination):
+        tensors.write(out_dir / WEIGHTS, kept, facts)
+    else:
+        save_tensors(tensors if kept is None else {k: v for k, v in tensors.items() if k in kept}, out_dir / WEIGHTS, facts)

@@ -28,7 +28,6 @@ import bisect
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -37,7 +36,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .io import DTYPES, TensorReader
+from .io import DTYPES, TensorReader, intra_op_threads
 from .taskvectors import Entry, TaskVector, common_layout, dropped_head_tensors
 
 log = logging.getLogger(__name__)
@@ -212,10 +211,13 @@ def stream_similarity(vectors: Sequence[TaskVector], memory_mb: float = 512,
     spans = [(start, min(total, start + width)) for start in range(0, total, width)]
     # With a second core (or a GPU doing the products) the next block is read while this one is
     # multiplied; on the CPU the products then leave that core to the reading (more threads than
-    # cores make the BLAS threads wait on each other: slower than not reading ahead at all).
+    # cores make the BLAS threads wait on each other: slower than not reading ahead at all), and
+    # the reading thread also subtracts the references, which balances the two threads' work. On
+    # a GPU the device subtracts: the host's thread is the slower one there.
     threads = torch.get_num_threads()
     ahead = device.type == "cuda" or threads > 1
     product_threads = threads - 1 if device.type == "cpu" and ahead else threads
+    subtract_on_host = device.type != "cuda"
     with TensorReader() as reader, ThreadPoolExecutor(1) as pool, intra_op_threads(product_threads):
         sources = [row_sources(v, layout, reader) for v in vectors]
         groups = reference_groups(sources)
@@ -227,6 +229,8 @@ def stream_similarity(vectors: Sequence[TaskVector], memory_mb: float = 512,
                 weights.fill(reader, start, stop, slot.rows[i, : stop - start])
             for j, (reference, _) in enumerate(groups):
                 reference.fill(reader, start, stop, slot.references[j, : stop - start])
+            if subtract_on_host:
+                subtract_references(slot.rows[:, : stop - start], slot.references[:, : stop - start], groups)
             return slot
 
         progress = _Progress(total, len(spans))
@@ -238,25 +242,19 @@ def stream_similarity(vectors: Sequence[TaskVector], memory_mb: float = 512,
             else:
                 slot = read(k)
             d = slot.rows[:, : stop - start].to(device)
-            references = slot.references[:, : stop - start].to(device)
-            for j, (_, rows) in enumerate(groups):
-                for i in rows:
-                    d[i].sub_(references[j])
+            if not subtract_on_host:
+                subtract_references(d, slot.references[:, : stop - start].to(device), groups)
             add_gram(gram, d)
             progress.report(k + 1, stop - start)
     gram = gram.cpu().numpy()
     return Similarity([v.name for v in vectors], (gram + gram.T) / 2)  # blocks' products are not bitwise symmetric
 
 
-@contextmanager
-def intra_op_threads(n: int):
-    """torch's intra-op threads set to n for the block, then back."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+def subtract_references(rows: torch.Tensor, references: torch.Tensor, groups) -> None:
+    """rows[i] -= references[j] for each group j's rows i, in place."""
+    for j, (_, members) in enumerate(groups):
+        for i in members:
+            rows[i].sub_(references[j])
 
 
 def add_gram(gram: torch.Tensor, d: torch.Tensor) -> None:

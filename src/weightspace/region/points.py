@@ -25,7 +25,7 @@ import torch
 from ..checkpoints import WEIGHTS
 from ..errors import WeightspaceError
 from ..io import load_tensors, read_json, write_json
-from ..merging import combine, combined_tensors, line_tensors, save_encoder
+from ..merging import Combination, combine, line_tensors, save_encoder
 from ..taskvectors import task_vector, weights_file
 
 def recipe_tensors(recipe: dict, pretrained_dir) -> dict[str, torch.Tensor] | None:
@@ -51,15 +51,20 @@ def recipe_tensors(recipe: dict, pretrained_dir) -> dict[str, torch.Tensor] | No
 
 
 def hull_tensors(members: Sequence, coefficients: Sequence[float], pretrained_dir) -> dict[str, torch.Tensor]:
+    """hull_point(...) in memory."""
+    return hull_point(members, coefficients, pretrained_dir).tensors()
+
+
+def hull_point(members: Sequence, coefficients: Sequence[float], pretrained_dir) -> Combination:
     """sum_i coefficients[i] * members[i]: one point of the convex hull of the members."""
     if not math.isclose(sum(coefficients), 1.0, rel_tol=0, abs_tol=1e-9) or min(coefficients) < 0:
         raise WeightspaceError(f"hull: coefficients must be >= 0 and sum to 1 (got {list(coefficients)})")
-    return combined_tensors(members, list(coefficients), pretrained_dir)
+    return Combination(members, list(coefficients), pretrained_dir)
 
 
 def hull_sample(members: Sequence, coefficients: Sequence[float], pretrained_dir, out_dir) -> None:
-    """Write hull_tensors(...) as a bare encoder into out_dir."""
-    save_encoder(hull_tensors(members, coefficients, pretrained_dir), pretrained_dir, out_dir,
+    """Write hull_point(...) as a bare encoder into out_dir."""
+    save_encoder(hull_point(members, coefficients, pretrained_dir), pretrained_dir, out_dir,
                  metadata={"coefficients": ",".join(f"{c:.6f}" for c in coefficients)},
                  title=f"A point of the convex hull of {len(members)} models")
 
@@ -76,7 +81,7 @@ def group_stats(members: Sequence, pretrained_dir, out_dir, stats_path, names: S
     if not members:
         raise WeightspaceError("centroid: no member models")
     # a temporary folder that the probe jobs read: its weights and config alone
-    save_encoder(combined_tensors(members, [1.0 / len(members)] * len(members), pretrained_dir), pretrained_dir,
+    save_encoder(Combination(members, [1.0 / len(members)] * len(members), pretrained_dir), pretrained_dir,
                  out_dir, metadata={"members": len(members)}, standalone=False)
     centroid_file = Path(out_dir) / WEIGHTS
     moved: set[str] = set()
