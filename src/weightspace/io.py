@@ -180,7 +180,9 @@ def open_safetensors(path):
     return safe_open(str(safetensors_file(path)), framework="pt")
 
 
-DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+          "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+          "BOOL": torch.bool}  # safetensors dtype names
 
 
 def tensor_offsets(path) -> dict[str, tuple[str, int]]:
@@ -205,9 +207,6 @@ def intra_op_threads(n: int):
         torch.set_num_threads(previous)
 
 
-_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
-
-
 class TensorWriter:
     """A safetensors file whose tensors (names, dtypes, shapes) are known before their values: the
     header goes first, then each tensor's bytes are written at their place with pwrite, a slice at a
@@ -217,7 +216,7 @@ class TensorWriter:
     def __init__(self, fd: int, path: Path, entries, metadata: Mapping[str, str]):
         header, self.offsets, end = {"__metadata__": dict(sorted(metadata.items()))} if metadata else {}, {}, 0
         for name, dtype, shape in entries:
-            size = math.prod(shape) * _ITEMSIZE[dtype]
+            size = math.prod(shape) * DTYPES[dtype].itemsize
             header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [end, end + size]}
             self.offsets[name], end = (dtype, end), end + size
         encoded = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
@@ -228,10 +227,10 @@ class TensorWriter:
     def write(self, name: str, start: int, values: torch.Tensor) -> None:
         """values (CPU, the tensor's dtype) as the elements of `name` from index `start` on (flat)."""
         dtype, offset = self.offsets[name]
-        if dtype in DTYPES and values.dtype != DTYPES[dtype]:
+        if values.dtype != DTYPES[dtype]:
             raise WeightspaceError(f"{self.path}: tensor {name} is {dtype}, given {values.dtype}")
         view = memoryview(values.contiguous().reshape(-1).view(torch.uint8).numpy()).cast("B")
-        position, done = self.start + offset + start * _ITEMSIZE[dtype], 0
+        position, done = self.start + offset + start * values.element_size(), 0
         while done < len(view):
             done += os.pwrite(self.fd, view[done:], position + done)
         self.written += done

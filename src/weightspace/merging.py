@@ -103,39 +103,37 @@ class Combination:
         """The combination's tensors (those in `names`, if given)."""
         merged = {}
         with intra_op_threads(1):
-            for name, values in self._computed(names):
-                shape, dtype = self.header[name]
-                merged[name] = values if self.terms[name] is None else torch.empty(shape, dtype=DTYPES[dtype])
-                if self.terms[name] is not None:
-                    flat = merged[name].view(-1)
-                    for start, part in values:
-                        flat[start:start + part.numel()] = part
+            for (name, dtype, shape), parts in self._computed(self._entries(names)):
+                merged[name] = torch.empty(shape, dtype=DTYPES[dtype])
+                flat = merged[name].view(-1)
+                for start, part in parts:
+                    flat[start:start + part.numel()] = part
         return merged
 
     def write(self, path, names: set[str] | None = None, metadata: dict[str, str] | None = None) -> None:
         """The combination's tensors (those in `names`, if given) as a safetensors file at `path`."""
-        entries = [(n, dtype, shape) for n, (shape, dtype) in self.header.items() if names is None or n in names]
+        entries = self._entries(names)
         with tensor_writer(path, entries, metadata) as out, intra_op_threads(1):
-            for name, values in self._computed(names):
-                if self.terms[name] is None:
-                    out.write(name, 0, values)
-                    continue
-                dtype = DTYPES[self.header[name][1]]
-                for start, part in values:
-                    out.write(name, start, part.to(dtype))
+            for (name, dtype, _), parts in self._computed(entries):
+                for start, part in parts:
+                    out.write(name, start, part.to(DTYPES[dtype]))
 
-    def _computed(self, names: set[str] | None):
-        """(name, tensor) for the integer tensors, (name, iterator of (start, float32 slice)) for the
-        rest: each slice is valid until the iterator moves on."""
-        kept = [(n, math.prod(shape)) for n, (shape, _) in self.header.items() if names is None or n in names]
-        width = min(_SLICE, max((numel for _, numel in kept), default=0))
+    def _entries(self, names: set[str] | None) -> list[tuple[str, str, tuple[int, ...]]]:
+        """(name, safetensors dtype, shape) of the tensors kept, in the pretrained file's order."""
+        return [(n, dtype, shape) for n, (shape, dtype) in self.header.items() if names is None or n in names]
+
+    def _computed(self, entries):
+        """(entry, iterator of (start, flat slice)) per entry: the weighted sums in float32 slices,
+        each valid until the iterator moves on; an integer tensor in one piece."""
+        width = min(_SLICE, max((math.prod(shape) for *_, shape in entries), default=0))
         buffers = torch.empty(2, width, dtype=torch.float32)
         with TensorReader() as reader:
-            for name, numel in kept:
+            for entry in entries:
+                name, _, shape = entry
                 if self.terms[name] is None:
-                    yield name, load_tensors(self.pretrained, [name])[name]
+                    yield entry, iter([(0, load_tensors(self.pretrained, [name])[name].reshape(-1))])
                 else:
-                    yield name, _weighted_slices(reader, self.terms[name], numel, *buffers)
+                    yield entry, _weighted_slices(reader, self.terms[name], math.prod(shape), *buffers)
 
 
 def _weighted_slices(reader: TensorReader, terms, numel: int, acc: torch.Tensor, term: torch.Tensor):
@@ -157,8 +155,9 @@ def _weighted_slices(reader: TensorReader, terms, numel: int, acc: torch.Tensor,
 def combine(checkpoints: Sequence, coefficients: Sequence[float], pretrained_dir, out_dir,
             metadata: dict | None = None, title: str = "Merged encoder", command: str | None = None,
             classifier_start: bool = False) -> None:
-    """Write combined_tensors(...) as a bare encoder into out_dir (the pretrained model's names and
-    config, so load_encoder() reads it); `title`, `metadata` and `command` make its card (save_encoder)."""
+    """Write the Combination of the checkpoints as a bare encoder into out_dir (the pretrained
+    model's names and config, so load_encoder() reads it); `title`, `metadata` and `command` make
+    its card (save_encoder)."""
     save_encoder(Combination(checkpoints, coefficients, pretrained_dir), pretrained_dir, out_dir, metadata,
                  title, command, classifier_start=classifier_start)
 
@@ -181,13 +180,18 @@ def line_tensors(w1, w2, alpha, pretrained_dir) -> dict[str, torch.Tensor]:
     line_tensors(w1, w2, a) and line_tensors(w2, w1, 1 - a) are the same tensors (float addition
     of two terms commutes and the coefficients are the same two numbers).
     """
-    return combined_tensors([w1, w2], list(line_coefficients(alpha)), pretrained_dir)
+    return line_point(w1, w2, alpha, pretrained_dir).tensors()
+
+
+def line_point(w1, w2, alpha, pretrained_dir) -> Combination:
+    """alpha * w1 + (1 - alpha) * w2, not yet computed (see line_tensors)."""
+    return Combination([w1, w2], list(line_coefficients(alpha)), pretrained_dir)
 
 
 def interpolate(w1, w2, alpha, pretrained_dir, out_dir, metadata: dict | None = None,
                 command: str | None = None) -> None:
-    """Write line_tensors(w1, w2, alpha) as a bare encoder into out_dir."""
-    save_encoder(Combination([w1, w2], list(line_coefficients(alpha)), pretrained_dir), pretrained_dir, out_dir,
+    """Write line_point(w1, w2, alpha) as a bare encoder into out_dir."""
+    save_encoder(line_point(w1, w2, alpha, pretrained_dir), pretrained_dir, out_dir,
                  metadata={"alpha": format_alpha(alpha), "w1": str(w1), "w2": str(w2), **(metadata or {})},
                  title=f"alpha * w1 + (1 - alpha) * w2 at alpha = {format_alpha(alpha)}", command=command)
 
